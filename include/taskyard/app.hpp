@@ -1,0 +1,477 @@
+//
+// taskyard/app.hpp
+// ~~~~~~~~~~~~~~~~
+//
+// taskyard::App: Sanic's app, for what concerns background tasks. It owns or borrows an
+// io_context, runs the tasks handed to it, names them, finds them, cancels them, and shuts them
+// down cleanly; and it runs the server lifecycle (listeners, run/stop) around them.
+//
+// Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
+//
+
+#ifndef TASKYARD_APP_HPP
+#define TASKYARD_APP_HPP
+
+#include <taskyard/config.hpp>
+#include <taskyard/detail/app_core.hpp>
+#include <taskyard/detail/task_state.hpp>
+#include <taskyard/errors.hpp>
+#include <taskyard/inject.hpp>
+#include <taskyard/registry.hpp>
+#include <taskyard/task.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+namespace taskyard {
+
+/// What App::cancel_task does when no task is registered under the name.
+enum class missing_task {
+  raise,  ///< Throw task_not_found (the default, as Sanic's raise_exception=True).
+  ignore, ///< Do nothing and return false (Sanic's raise_exception=False).
+};
+
+/// How App::run runs.
+struct run_options {
+  /// Threads that run the io_context (each calls io_context::run). 1 runs everything on the
+  /// calling thread.
+  std::size_t threads = 1;
+  /// Stop on SIGINT and SIGTERM, as a server does.
+  bool handle_signals = true;
+};
+
+/// What App::shutdown_tasks did.
+struct shutdown_result {
+  /// How many unfinished tasks it cancelled.
+  std::size_t cancelled = 0;
+  /// The names of the tasks that ignored cancellation past the timeout and were given up on (their
+  /// frames destroyed without resuming); "<unnamed>" for an unnamed one.
+  std::vector<std::string> forced;
+};
+
+/// An application that runs background tasks on an io_context: Sanic's `app`.
+///
+/// Tasks are coroutines (`boost::asio::awaitable<T>`). Each runs on a strand of its own on the
+/// App's io_context, so the io_context may be run by any number of threads.
+///
+/// Lifecycle: tasks added before the App starts are deferred, and started (callables invoked) once
+/// it does, after the before_server_start listeners. App::run drives the whole lifecycle on its
+/// own; App::serve is the same lifecycle as a coroutine, for a server that runs its io_context
+/// itself. Once shutdown has begun no task may be added.
+///
+/// Thread safety: add_task, get_task, find_task, cancel_task, purge_tasks, tasks, shutdown_tasks
+/// and stop may be called from any thread, concurrently, while the io_context runs on one or many
+/// threads, and from inside tasks. Listeners and config() must be set up before the App starts.
+///
+/// Destruction: destroying an App gives up on every task that has not finished (Task::forced()),
+/// so none resumes again, and destroys their coroutine frames: at once if the App owns its
+/// io_context; for a borrowed io_context, when that io_context next runs (the operations the tasks
+/// wait on are cancelled) or is destroyed. Task handles stay valid and report the final state.
+class App {
+public:
+  using executor_type = boost::asio::io_context::executor_type;
+
+  /// An App with an io_context of its own.
+  explicit App(std::string name)
+      : owned_(std::make_unique<boost::asio::io_context>()),
+        core_(std::make_shared<detail::app_core>(std::move(name), *owned_)) {}
+
+  /// An App on a server's io_context, which must outlive it.
+  App(std::string name, boost::asio::io_context& ioc)
+      : core_(std::make_shared<detail::app_core>(std::move(name), ioc)) {}
+
+  App(const App&) = delete;
+  App& operator=(const App&) = delete;
+  App(App&&) = delete;
+  App& operator=(App&&) = delete;
+
+  ~App() {
+    core_->set_phase_at_least(detail::app_phase::stopped);
+    for (auto& task : core_->live_tasks()) core_->abandon(*task);
+    core_->drop_deferred();
+    core_->destroy_waits();
+    owned_.reset(); // destroys every handler, and with them the coroutine frames they own
+    core_->clear();
+  }
+
+  /// The App's name (Sanic's app.name).
+  [[nodiscard]] const std::string& name() const noexcept { return core_->name; }
+
+  /// The io_context the App runs on (Sanic's app.loop).
+  [[nodiscard]] boost::asio::io_context& io_context() const noexcept { return core_->ioc; }
+
+  /// The io_context's executor.
+  [[nodiscard]] executor_type get_executor() const noexcept { return core_->ioc.get_executor(); }
+
+  /// The App's settings. Not synchronised: change them before the App starts.
+  [[nodiscard]] taskyard::config& config() noexcept { return core_->config; }
+  [[nodiscard]] const taskyard::config& config() const noexcept { return core_->config; }
+
+  // ---------------------------------------------------------------------------------------------
+  // Tasks
+
+  /// Adds an unnamed task and returns its handle. `source` is an `asio::awaitable<T>`, or a
+  /// callable invocable as `f(App&)` (the App is injected) or `f()` that returns one; anything else
+  /// does not compile (see inject.hpp).
+  ///
+  /// If the App is running the task is scheduled on its strand, never run inside this call. Before
+  /// the App starts, it is deferred: a callable is invoked only when the App starts. An unnamed
+  /// task is not listed by tasks(), but the App tracks it like any other, so shutdown cancels it.
+  ///
+  /// Throws app_stopped once shutdown has begun. Thread-safe.
+  template <typename Source>
+  auto add_task(Source&& source) {
+    return add(std::forward<Source>(source), std::string{}, name_conflict::error);
+  }
+
+  /// Adds a task under a name, by which get_task, find_task and cancel_task find it and tasks()
+  /// lists it. Naming a task before the App starts is allowed.
+  ///
+  /// Throws invalid_task_name if the name is empty; duplicate_task_name if a task that has not
+  /// finished holds it, unless `on_conflict` is name_conflict::replace, which cancels that task
+  /// (without waiting) and registers this one. A finished task's name may be reused at once.
+  template <typename Source>
+  auto add_task(Source&& source, std::string name,
+                name_conflict on_conflict = name_conflict::error) {
+    if (name.empty()) throw invalid_task_name();
+    return add(std::forward<Source>(source), std::move(name), on_conflict);
+  }
+
+  /// The task registered under `name`, finished or not. `get_task<T>` returns it typed, and throws
+  /// task_type_mismatch if it produces another type. Throws task_not_found if no task is
+  /// registered under the name, invalid_task_name if it is empty. Thread-safe.
+  template <typename T = void>
+  [[nodiscard]] Task<T> get_task(std::string_view name) const {
+    auto found = find_task<T>(name);
+    if (!found) throw task_not_found(name);
+    return *found;
+  }
+
+  /// The task registered under `name`, or nothing (Sanic's get_task(name, raise_exception=False)).
+  /// Throws invalid_task_name if the name is empty. Thread-safe.
+  template <typename T = void>
+  [[nodiscard]] std::optional<Task<T>> find_task(std::string_view name) const {
+    if (name.empty()) throw invalid_task_name();
+    auto found = core_->registry.find(name);
+    if (!found) return std::nullopt;
+    if constexpr (std::is_void_v<T>) {
+      return found;
+    } else {
+      if (found->state_->result_type() != typeid(T)) throw task_type_mismatch(name);
+      return Task<T>(found->state_);
+    }
+  }
+
+  /// Cancels the task registered under `name` with an optional message, then waits until it has
+  /// finished: a task that catches the cancellation to clean up is waited for. Returns true if a
+  /// task was registered under the name (cancelling a finished task does nothing), false if none
+  /// was and `on_missing` is missing_task::ignore; otherwise throws task_not_found. The task's own
+  /// failure, if it fails, stays on its handle and is not rethrown here.
+  ///
+  /// A task that cancels itself by name does not wait for itself: the cancellation reaches it at
+  /// this very co_await, which throws operation_aborted in it, as at any cancellation point.
+  /// Cancelling the caller abandons the wait (it sees operation_aborted); the task stays cancelled.
+  boost::asio::awaitable<bool> cancel_task(std::string name, std::string message = {},
+                                           missing_task on_missing = missing_task::raise) {
+    if (name.empty()) throw invalid_task_name();
+    auto found = core_->registry.find(name);
+    if (!found) {
+      if (on_missing == missing_task::raise) throw task_not_found(name);
+      co_return false;
+    }
+    auto state = found->state_;
+    state->request_cancel(std::move(message));
+    if (!state->finished()) co_await state->async_wait_finished(boost::asio::use_awaitable);
+    co_return true;
+  }
+
+  /// Removes every finished (succeeded, failed or cancelled) task from the registry and returns how
+  /// many. A failure nobody observed is reported to the exception handler when its task is purged,
+  /// unless a handle to it is still held (then when the last one goes). Thread-safe.
+  std::size_t purge_tasks() { return core_->registry.purge(); }
+
+  /// A snapshot of the registered (named) tasks, in registration order (Sanic's app.tasks).
+  /// Thread-safe.
+  [[nodiscard]] std::vector<Task<>> tasks() const { return core_->registry.snapshot(); }
+
+  /// Shuts every task down, in two phases: cancels every unfinished task, waits until all have
+  /// finished or `timeout` has passed, then gives up on those left (Task::forced()): none resumes
+  /// again and their frames are destroyed (their destructors run). Returns the count cancelled and
+  /// the names of those forced. From the moment it starts, add_task throws app_stopped.
+  ///
+  /// Event-driven: it wakes when the last task finishes, not on a poll. A forced task whose
+  /// operation does not support cancellation keeps its frame until that operation completes or the
+  /// io_context is destroyed; shutdown waits config().forced_frame_grace for frames, no longer.
+  ///
+  /// Must be awaited on the App's io_context. Cancelling the caller abandons the wait.
+  boost::asio::awaitable<shutdown_result> shutdown_tasks(
+      std::chrono::steady_clock::duration timeout) {
+    using namespace boost::asio::experimental::awaitable_operators;
+    auto core = core_;
+    core->set_phase_at_least(detail::app_phase::draining);
+    core->drop_deferred();
+    shutdown_result result;
+    for (auto& task : core->live_tasks())
+      if (Task<>(task).cancel()) ++result.cancelled;
+
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, timeout);
+    co_await (detail::app_core::wait_until(core, [&core] { return core->live_count_locked() == 0; }) ||
+              timer.async_wait(boost::asio::use_awaitable));
+
+    auto left = core->live_tasks();
+    if (!left.empty()) {
+      for (auto& task : left) {
+        core->abandon(*task);
+        result.forced.push_back(task->name().empty() ? "<unnamed>" : task->name());
+      }
+      timer.expires_after(core->config.forced_frame_grace);
+      co_await (detail::app_core::wait_until(core, [&core] { return core->abandoned_frames_locked() == 0; }) ||
+                timer.async_wait(boost::asio::use_awaitable));
+    }
+    co_return result;
+  }
+
+  /// shutdown_tasks with config().graceful_shutdown_timeout (15 s by default).
+  boost::asio::awaitable<shutdown_result> shutdown_tasks() {
+    return shutdown_tasks(core_->config.graceful_shutdown_timeout);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Lifecycle
+
+  /// Listeners: each is invocable as `l(App&)` or `l()` and returns void or asio::awaitable<void>.
+  /// Listeners of one event run one after another, in the order they were added. Add them before
+  /// the App starts (not thread-safe).
+  ///
+  /// Order: main_process_start, before_server_start, (tasks added before the start are started),
+  /// after_server_start, ... serve until stop() or SIGINT/SIGTERM ..., before_server_stop,
+  /// shutdown_tasks(config().graceful_shutdown_timeout), after_server_stop, main_process_stop.
+  ///
+  /// A start listener that throws ends the start: the rest of it is skipped (deferred tasks not yet
+  /// started never start) and the stop sequence runs in full. Every stop listener runs even if an
+  /// earlier one threw. run() (or serve()) then rethrows the first exception.
+  template <typename L>
+  void main_process_start(L&& l) {
+    main_process_start_.push_back(make_listener(std::forward<L>(l)));
+  }
+  template <typename L>
+  void before_server_start(L&& l) {
+    before_server_start_.push_back(make_listener(std::forward<L>(l)));
+  }
+  template <typename L>
+  void after_server_start(L&& l) {
+    after_server_start_.push_back(make_listener(std::forward<L>(l)));
+  }
+  template <typename L>
+  void before_server_stop(L&& l) {
+    before_server_stop_.push_back(make_listener(std::forward<L>(l)));
+  }
+  template <typename L>
+  void after_server_stop(L&& l) {
+    after_server_stop_.push_back(make_listener(std::forward<L>(l)));
+  }
+  template <typename L>
+  void main_process_stop(L&& l) {
+    main_process_stop_.push_back(make_listener(std::forward<L>(l)));
+  }
+
+  /// Runs the whole lifecycle (see the listeners) on the io_context, driven by `options.threads`
+  /// threads including the caller's, and returns once it is over: after stop() or, with
+  /// `options.handle_signals`, SIGINT or SIGTERM. Rethrows the first exception a listener threw.
+  /// Throws app_running if the App has already been started. The io_context is stopped on return.
+  void run(run_options options = {}) {
+    core_->begin();
+    auto& ioc = core_->ioc;
+    if (ioc.stopped()) ioc.restart();
+    std::optional<boost::asio::signal_set> signals;
+    if (options.handle_signals) {
+      signals.emplace(ioc, SIGINT, SIGTERM);
+      signals->async_wait([this](const boost::system::error_code& ec, int) {
+        if (!ec) stop();
+      });
+    }
+    std::exception_ptr failure;
+    boost::asio::co_spawn(ioc, lifecycle(true), [&](std::exception_ptr e) {
+      failure = e;
+      if (signals) signals->cancel();
+      ioc.stop();
+    });
+    run_on_threads(ioc, options.threads == 0 ? 1 : options.threads);
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  /// The lifecycle without the main-process listeners and without signal handling, as a coroutine,
+  /// for a server that runs its io_context itself: `co_spawn(ioc, app.serve(), detached)`.
+  /// Completes once the stop sequence is over. Throws app_running if the App has already started.
+  boost::asio::awaitable<void> serve() {
+    core_->begin();
+    co_await lifecycle(false);
+  }
+
+  /// Asks the App to stop serving: the stop sequence begins. Tasks may still be added until
+  /// shutdown_tasks starts. Thread-safe, idempotent; before the App starts, it will stop as soon as
+  /// it has started.
+  void stop() { core_->request_stop(); }
+
+private:
+  using listener = std::function<boost::asio::awaitable<void>(App&)>;
+
+  template <typename Source>
+  auto add(Source&& source, std::string name, name_conflict on_conflict) {
+    detail::check_task_source<Source>();
+    if constexpr (task_source<Source>) {
+      using T = task_result_t<Source>;
+      auto state = std::make_shared<detail::task_state<T>>(
+          std::move(name), core_, boost::asio::make_strand(core_->ioc), typeid(T));
+      Task<T> handle(state);
+      core_->admit(state, on_conflict,
+                   [state, factory = make_factory(std::forward<Source>(source))]() mutable {
+                     detail::start_task(state, std::move(factory));
+                   });
+      return handle;
+    }
+  }
+
+  /// Turns what add_task accepts into a nullary callable returning the awaitable, invoked once
+  /// inside the task's own coroutine.
+  template <typename Source>
+  auto make_factory(Source&& source) {
+    using S = std::decay_t<Source>;
+    if constexpr (is_awaitable_v<S>) {
+      return [a = S(std::forward<Source>(source))]() mutable { return std::move(a); };
+    } else if constexpr (injects_app<S>) {
+      return [this, f = S(std::forward<Source>(source))]() mutable { return std::invoke(f, *this); };
+    } else {
+      return [f = S(std::forward<Source>(source))]() mutable { return std::invoke(f); };
+    }
+  }
+
+  template <typename L>
+  static listener make_listener(L&& l) {
+    using F = std::decay_t<L>;
+    if constexpr (std::invocable<F&, App&>) {
+      return [f = F(std::forward<L>(l))](App& app) { return call_listener(f, app); };
+    } else if constexpr (std::invocable<F&>) {
+      return [f = F(std::forward<L>(l))](App&) { return call_listener(f); };
+    } else {
+      static_assert(std::invocable<F&>,
+                    "taskyard: a listener must be invocable as l(taskyard::App&) or l(), and "
+                    "return void or asio::awaitable<void>");
+    }
+  }
+
+  // The callable is copied into the coroutine frame, so a lambda's captures live as long as it runs.
+  template <typename F, typename... Args>
+  static boost::asio::awaitable<void> call_listener(F f, Args&... args) {
+    using R = std::invoke_result_t<F&, Args&...>;
+    static_assert(std::is_void_v<R> || std::is_same_v<R, boost::asio::awaitable<void>>,
+                  "taskyard: a listener must return void or asio::awaitable<void>");
+    if constexpr (std::is_void_v<R>) {
+      std::invoke(f, args...);
+    } else {
+      co_await std::invoke(f, args...);
+    }
+  }
+
+  /// Runs a start event's listeners in order; the first exception ends it.
+  boost::asio::awaitable<void> run_listeners(const std::vector<listener>& listeners) {
+    const auto copy = listeners; // a listener may add listeners
+    for (const auto& l : copy) co_await l(*this);
+  }
+
+  /// Runs a stop event's listeners in order; all run, and the first exception is kept in `error`.
+  boost::asio::awaitable<void> run_stop_listeners(const std::vector<listener>& listeners,
+                                                  std::exception_ptr& error) {
+    const auto copy = listeners;
+    for (const auto& l : copy) {
+      try {
+        co_await l(*this);
+      } catch (...) {
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+
+  boost::asio::awaitable<void> lifecycle(bool main_process) {
+    std::exception_ptr error;
+    try {
+      if (main_process) co_await run_listeners(main_process_start_);
+      co_await run_listeners(before_server_start_);
+      core_->start_deferred();
+      co_await run_listeners(after_server_start_);
+      auto core = core_;
+      co_await detail::app_core::wait_until(core, [&core] { return core->stop_requested_locked(); });
+    } catch (...) {
+      error = std::current_exception();
+    }
+    co_await run_stop_listeners(before_server_stop_, error);
+    auto report = co_await shutdown_tasks(core_->config.graceful_shutdown_timeout);
+    if (!report.forced.empty()) {
+      std::cerr << "taskyard: app '" << core_->name << "' gave up on " << report.forced.size()
+                << " task(s) that ignored cancellation at shutdown:";
+      for (const auto& n : report.forced) std::cerr << ' ' << n;
+      std::cerr << '\n';
+    }
+    co_await run_stop_listeners(after_server_stop_, error);
+    if (main_process) co_await run_stop_listeners(main_process_stop_, error);
+    core_->set_phase_at_least(detail::app_phase::stopped);
+    if (error) std::rethrow_exception(error);
+  }
+
+  static void run_on_threads(boost::asio::io_context& ioc, std::size_t threads) {
+    std::vector<std::thread> pool;
+    std::vector<std::exception_ptr> errors(threads);
+    pool.reserve(threads - 1);
+    for (std::size_t i = 1; i < threads; ++i) {
+      pool.emplace_back([&ioc, &errors, i] {
+        try {
+          ioc.run();
+        } catch (...) {
+          errors[i] = std::current_exception();
+          ioc.stop();
+        }
+      });
+    }
+    try {
+      ioc.run();
+    } catch (...) {
+      errors[0] = std::current_exception();
+      ioc.stop();
+    }
+    for (auto& t : pool) t.join();
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
+
+  std::unique_ptr<boost::asio::io_context> owned_;
+  std::shared_ptr<detail::app_core> core_;
+  std::vector<listener> main_process_start_, before_server_start_, after_server_start_,
+      before_server_stop_, after_server_stop_, main_process_stop_;
+};
+
+} // namespace taskyard
+
+#endif // TASKYARD_APP_HPP

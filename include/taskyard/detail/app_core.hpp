@@ -1,0 +1,346 @@
+//
+// taskyard/detail/app_core.hpp
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+//
+// The part of an App that its tasks report to: the registry, the list of unfinished tasks, the
+// lifecycle phase, the tasks deferred until run, and the config. Task states keep it alive, so a
+// task or handle that outlives its App still reports somewhere; App's destructor cuts the links that
+// would otherwise make it immortal.
+//
+// Lock order: app_core::mutex, then registry, then a task's own mutex. No lock is held while a
+// task is started, cancelled or destroyed.
+//
+// Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
+//
+
+#ifndef TASKYARD_DETAIL_APP_CORE_HPP
+#define TASKYARD_DETAIL_APP_CORE_HPP
+
+#include <taskyard/config.hpp>
+#include <taskyard/detail/task_state.hpp>
+#include <taskyard/detail/wait_list.hpp>
+#include <taskyard/errors.hpp>
+#include <taskyard/registry.hpp>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <cstddef>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace taskyard::detail {
+
+enum class app_phase : unsigned char {
+  created,  ///< before run/serve: tasks are deferred until the App starts
+  running,  ///< tasks start as they are added
+  draining, ///< shutdown_tasks has begun: no task may be added
+  stopped,  ///< the lifecycle is over, or the App is being destroyed
+};
+
+/// A task added before the App started, waiting to be started by it.
+class deferred_start {
+public:
+  virtual ~deferred_start() = default;
+  virtual void start() = 0;
+};
+
+/// Owns the task's state for as long as its coroutine frame exists, and says when that ends.
+template <typename T>
+class frame_ref {
+public:
+  explicit frame_ref(std::shared_ptr<task_state<T>> s) noexcept : state_(std::move(s)) {}
+  frame_ref(frame_ref&& other) noexcept = default;
+  frame_ref(const frame_ref&) = delete;
+  frame_ref& operator=(const frame_ref&) = delete;
+  frame_ref& operator=(frame_ref&&) = delete;
+  ~frame_ref() {
+    if (state_) state_->frame_destroyed();
+  }
+  task_state<T>& operator*() const noexcept { return *state_; }
+  task_state<T>* operator->() const noexcept { return state_.get(); }
+
+private:
+  std::shared_ptr<task_state<T>> state_;
+};
+
+/// The coroutine every task runs in: it keeps the task's factory (and so a lambda's captures) alive
+/// until the task ends, and stores the outcome in the state.
+template <typename T, typename Factory>
+boost::asio::awaitable<void> run_task(frame_ref<T> state, Factory factory) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await factory();
+    } else {
+      state->set_value(co_await factory());
+    }
+  } catch (...) {
+    state->set_exception(std::current_exception());
+  }
+}
+
+/// Starts a task: never inline. The start is posted to the task's strand, and the coroutine is
+/// spawned from there; spawning directly would run it at once when the caller is itself running
+/// on the io_context (its executor runs possibly-blocking work in place).
+template <typename T, typename Factory>
+void start_task(const std::shared_ptr<task_state<T>>& state, Factory&& factory) {
+  boost::asio::post(state->strand(), [state, f = std::forward<Factory>(factory)]() mutable {
+    if (!state->begin_running()) return; // cancelled before it could start
+    using executor = typename task_state_base::executor_type;
+    executor ex(state->strand(), std::shared_ptr<task_gate>(state));
+    boost::asio::co_spawn(
+        ex, run_task<T>(frame_ref<T>(state), std::move(f)),
+        boost::asio::bind_cancellation_slot(state->cancellation_slot(),
+                                            [state](std::exception_ptr e) {
+                                              // The frames are gone by now; only an allocation
+                                              // failure in co_spawn itself arrives here as e.
+                                              if (e) state->set_exception(e);
+                                              state->finish();
+                                            }));
+  });
+}
+
+class app_core final : public task_owner, public std::enable_shared_from_this<app_core> {
+public:
+  app_core(std::string app_name, boost::asio::io_context& context)
+      : name(std::move(app_name)), ioc(context) {}
+
+  app_core(const app_core&) = delete;
+  app_core& operator=(const app_core&) = delete;
+
+  ~app_core() override { changes_.destroy_all(); }
+
+  const std::string name;
+  boost::asio::io_context& ioc;
+  taskyard::config config;
+  taskyard::registry registry;
+
+  /// Registers (if named) and tracks a new task, then starts it, or defers it if the App has not
+  /// started. `starter()` starts the task; it is called at most once, with no lock held.
+  template <typename Starter>
+  void admit(const std::shared_ptr<task_state_base>& state, name_conflict on_conflict,
+             Starter&& starter) {
+    std::optional<Task<>> displaced;
+    bool start_now = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (phase_ >= app_phase::draining) throw app_stopped(name);
+      if (!state->name().empty()) displaced = registry.insert(Task<>(state), on_conflict);
+      link_live(state);
+      if (phase_ == app_phase::created) {
+        deferred_.push_back(
+            std::make_unique<deferred<std::decay_t<Starter>>>(std::forward<Starter>(starter)));
+      } else {
+        start_now = true;
+      }
+    }
+    if (displaced) displaced->cancel("replaced by a new task named '" + state->name() + "'");
+    if (start_now) starter();
+  }
+
+  /// created -> running; throws app_running if the App has already been started.
+  void begin() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (phase_ != app_phase::created) throw app_running(name);
+    phase_ = app_phase::running;
+  }
+
+  /// Starts the tasks added before the App started, in the order they were added.
+  void start_deferred() {
+    std::vector<std::unique_ptr<deferred_start>> todo;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      todo.swap(deferred_);
+    }
+    for (auto& d : todo) d->start();
+  }
+
+  void request_stop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    stop_requested_ = true;
+    notify_changes(lock);
+  }
+
+  void set_phase_at_least(app_phase p) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (phase_ < p) phase_ = p;
+  }
+
+  [[nodiscard]] app_phase phase() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return phase_;
+  }
+
+  /// Strong references to every unfinished task, in the order they were added.
+  [[nodiscard]] std::vector<std::shared_ptr<task_state_base>> live_tasks() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<std::shared_ptr<task_state_base>> out;
+    out.reserve(live_count_);
+    for (task_state_base* s = live_head_; s != nullptr; s = s->live_next)
+      out.push_back(std::static_pointer_cast<task_state_base>(s->shared_from_this()));
+    return out;
+  }
+
+  /// Gives up on a task (see task_state_base::abandon), counting its frame if it still exists.
+  void abandon(task_state_base& task) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (task.abandon_gate()) ++abandoned_frames_;
+    }
+    task.abandon();
+  }
+
+  /// Destroys the tasks deferred until a start that will now never come.
+  void drop_deferred() {
+    std::vector<std::unique_ptr<deferred_start>> dropped;
+    std::lock_guard<std::mutex> lock(mutex_);
+    dropped.swap(deferred_);
+  }
+
+  /// Waits until `pred()`, evaluated under the core's mutex, holds. Re-checked on every change in
+  /// the number of unfinished tasks or abandoned frames, and on stop requests. Cancellable.
+  template <typename Pred>
+  static boost::asio::awaitable<void> wait_until(std::shared_ptr<app_core> self, Pred pred) {
+    while (!self->check(pred)) co_await self->async_wait_change(pred, boost::asio::use_awaitable);
+  }
+
+  [[nodiscard]] bool stop_requested_locked() const noexcept { return stop_requested_; }
+  [[nodiscard]] std::size_t live_count_locked() const noexcept { return live_count_; }
+  [[nodiscard]] std::size_t abandoned_frames_locked() const noexcept { return abandoned_frames_; }
+
+  /// Destroys every pending wait on the core (App teardown, before the io_context goes).
+  void destroy_waits() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    changes_.destroy_all();
+  }
+
+  /// Drops the references that tasks and the core hold to each other.
+  void clear() {
+    registry.clear();
+    drop_deferred();
+  }
+
+  // task_owner
+  void task_finished(task_state_base& task) noexcept override {
+    std::shared_ptr<task_state_base> keep; // released after the lock
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (task.live_linked) keep = unlink_live(task);
+    if (config.auto_purge && !task.name().empty() && keep) {
+      try {
+        registry.erase(Task<>(keep));
+      } catch (...) { // NOLINT(bugprone-empty-catch): erase only throws on a broken mutex
+      }
+    }
+    notify_changes(lock);
+    lock.unlock();
+  }
+
+  void abandoned_frame_destroyed() noexcept override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (abandoned_frames_ > 0) --abandoned_frames_;
+    notify_changes(lock);
+  }
+
+  void unobserved_exception(const std::string& task_name, std::exception_ptr e) noexcept override {
+    try {
+      if (config.exception_handler) config.exception_handler(task_name, e);
+      else print_unobserved_exception(task_name, e);
+    } catch (...) {
+      try {
+        std::cerr << "taskyard: the exception handler of app '" << name
+                  << "' threw while reporting the failure of task " << display_name(task_name)
+                  << "; both exceptions were dropped\n";
+      } catch (...) { // NOLINT(bugprone-empty-catch): nowhere left to report to
+      }
+    }
+  }
+
+private:
+  template <typename Starter>
+  class deferred final : public deferred_start {
+  public:
+    explicit deferred(Starter s) : starter_(std::move(s)) {}
+    void start() override { starter_(); }
+
+  private:
+    Starter starter_;
+  };
+
+  /// Completes at once if pred() holds, otherwise at the next change (or with operation_aborted
+  /// if the waiter is cancelled). The caller re-checks pred() after waking.
+  template <typename Pred, typename CompletionToken>
+  auto async_wait_change(Pred pred, CompletionToken&& token) {
+    // An explicit pointer, not [this]: g++ 12 miscomputes an implicitly captured `this` in a
+    // generic lambda of a class with several bases.
+    app_core* self = this;
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [self, pred](auto handler) {
+          std::unique_lock<std::mutex> lock(self->mutex_);
+          if (!pred()) {
+            self->changes_.push(std::move(handler), self->ioc.get_executor());
+            return;
+          }
+          lock.unlock();
+          auto ex = boost::asio::get_associated_executor(handler, self->ioc.get_executor());
+          boost::asio::post(ex, [h = std::move(handler)]() mutable {
+            std::move(h)(boost::system::error_code{});
+          });
+        },
+        token);
+  }
+
+  template <typename Pred>
+  bool check(Pred& pred) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return pred();
+  }
+
+  void notify_changes(std::unique_lock<std::mutex>& lock) {
+    if (!changes_.empty()) changes_.complete_all(lock);
+  }
+
+  void link_live(const std::shared_ptr<task_state_base>& s) {
+    s->live_prev = live_tail_;
+    s->live_next = nullptr;
+    if (live_tail_ != nullptr) live_tail_->live_next = s.get();
+    else live_head_ = s.get();
+    live_tail_ = s.get();
+    s->live_linked = true;
+    s->live_self = s;
+    ++live_count_;
+  }
+
+  std::shared_ptr<task_state_base> unlink_live(task_state_base& s) {
+    if (s.live_prev != nullptr) s.live_prev->live_next = s.live_next;
+    else live_head_ = s.live_next;
+    if (s.live_next != nullptr) s.live_next->live_prev = s.live_prev;
+    else live_tail_ = s.live_prev;
+    s.live_prev = s.live_next = nullptr;
+    s.live_linked = false;
+    --live_count_;
+    return std::move(s.live_self);
+  }
+
+  mutable std::mutex mutex_;
+  app_phase phase_ = app_phase::created;
+  bool stop_requested_ = false;
+  task_state_base* live_head_ = nullptr;
+  task_state_base* live_tail_ = nullptr;
+  std::size_t live_count_ = 0;
+  std::size_t abandoned_frames_ = 0;
+  std::vector<std::unique_ptr<deferred_start>> deferred_;
+  wait_list changes_{mutex_};
+};
+
+} // namespace taskyard::detail
+
+#endif // TASKYARD_DETAIL_APP_CORE_HPP

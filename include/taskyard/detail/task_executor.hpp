@@ -1,0 +1,105 @@
+//
+// taskyard/detail/task_executor.hpp
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+//
+// The executor a task's coroutine runs on: the task's strand, plus a switch that the App throws when
+// it gives up on the task (forced shutdown, App destroyed). Once thrown, work submitted to the
+// executor is destroyed instead of run, so the task's coroutine is never resumed again and its frames
+// are destroyed as soon as the operation it is suspended on completes (the App cancels that operation
+// when it throws the switch). Every other property is forwarded to the strand, as asio::strand
+// forwards to its inner executor.
+//
+// Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
+//
+
+#ifndef TASKYARD_DETAIL_TASK_EXECUTOR_HPP
+#define TASKYARD_DETAIL_TASK_EXECUTOR_HPP
+
+#include <boost/asio/execution.hpp>
+#include <boost/asio/prefer.hpp>
+#include <boost/asio/query.hpp>
+#include <boost/asio/require.hpp>
+
+#include <atomic>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace taskyard::detail {
+
+/// The switch shared by a task and every copy of its executor.
+struct task_gate : std::enable_shared_from_this<task_gate> {
+  static constexpr unsigned abandoned = 1;
+  std::atomic<unsigned> flags{0};
+};
+
+template <typename Inner>
+class task_executor {
+public:
+  task_executor(Inner inner, std::shared_ptr<task_gate> gate) noexcept
+      : inner_(std::move(inner)), gate_(std::move(gate)) {}
+
+  template <typename OtherInner>
+    requires std::is_constructible_v<Inner, const OtherInner&>
+  task_executor(const task_executor<OtherInner>& other) noexcept // NOLINT(google-explicit-constructor)
+      : inner_(other.inner_), gate_(other.gate_) {}
+
+  template <typename Property>
+    requires boost::asio::can_query<const Inner&, const Property&>::value
+  decltype(auto) query(const Property& p) const
+      noexcept(boost::asio::is_nothrow_query<const Inner&, const Property&>::value) {
+    return boost::asio::query(inner_, p);
+  }
+
+  template <typename Property>
+    requires boost::asio::can_require<const Inner&, const Property&>::value
+  auto require(const Property& p) const
+      noexcept(boost::asio::is_nothrow_require<const Inner&, const Property&>::value) {
+    using result = std::decay_t<decltype(boost::asio::require(inner_, p))>;
+    return task_executor<result>(boost::asio::require(inner_, p), gate_);
+  }
+
+  template <typename Property>
+    requires boost::asio::can_prefer<const Inner&, const Property&>::value
+  auto prefer(const Property& p) const
+      noexcept(boost::asio::is_nothrow_prefer<const Inner&, const Property&>::value) {
+    using result = std::decay_t<decltype(boost::asio::prefer(inner_, p))>;
+    return task_executor<result>(boost::asio::prefer(inner_, p), gate_);
+  }
+
+  template <typename Function>
+  void execute(Function&& f) const {
+    inner_.execute(gated<std::decay_t<Function>>{gate_, std::forward<Function>(f)});
+  }
+
+  /// The strand underneath: cancellation is emitted here, bypassing the gate.
+  [[nodiscard]] const Inner& inner() const noexcept { return inner_; }
+
+  friend bool operator==(const task_executor& a, const task_executor& b) noexcept {
+    return a.inner_ == b.inner_ && a.gate_ == b.gate_;
+  }
+  friend bool operator!=(const task_executor& a, const task_executor& b) noexcept {
+    return !(a == b);
+  }
+
+private:
+  template <typename>
+  friend class task_executor;
+
+  template <typename Function>
+  struct gated {
+    std::shared_ptr<task_gate> gate;
+    Function f;
+    void operator()() {
+      if ((gate->flags.load(std::memory_order_acquire) & task_gate::abandoned) == 0) std::move(f)();
+      // Otherwise f is destroyed unrun with this object, and with it the coroutine frames it owns.
+    }
+  };
+
+  Inner inner_;
+  std::shared_ptr<task_gate> gate_;
+};
+
+} // namespace taskyard::detail
+
+#endif // TASKYARD_DETAIL_TASK_EXECUTOR_HPP

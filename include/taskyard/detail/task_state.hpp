@@ -1,0 +1,317 @@
+//
+// taskyard/detail/task_state.hpp
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+//
+// The one object behind a task: name, status, outcome, cancellation signal and waiters. Task<T>
+// handles, the registry and the running coroutine share it; the coroutine frame is owned by the
+// operation the task is suspended on, never by the state.
+//
+// Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
+//
+
+#ifndef TASKYARD_DETAIL_TASK_STATE_HPP
+#define TASKYARD_DETAIL_TASK_STATE_HPP
+
+#include <taskyard/detail/task_executor.hpp>
+#include <taskyard/detail/wait_list.hpp>
+#include <taskyard/errors.hpp>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <typeinfo>
+#include <utility>
+
+namespace taskyard::detail {
+
+enum class task_status : unsigned char { pending, running, succeeded, failed, cancelled };
+
+class task_state_base;
+
+/// What a task reports to the App that owns it. Implemented by the App's core, which the state keeps
+/// alive, so a task that outlives its App still has somewhere to report to.
+class task_owner {
+public:
+  virtual ~task_owner() = default;
+  /// The task has finished (or was given up on); called once, with no lock held.
+  virtual void task_finished(task_state_base& task) noexcept = 0;
+  /// The frame of a task that was given up on has been destroyed.
+  virtual void abandoned_frame_destroyed() noexcept = 0;
+  /// The task failed and its exception was never observed; called once, from the state's destructor.
+  virtual void unobserved_exception(const std::string& task_name, std::exception_ptr e) noexcept = 0;
+};
+
+inline bool is_operation_aborted(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const boost::system::system_error& se) {
+    return se.code() == boost::asio::error::operation_aborted;
+  } catch (...) {
+    return false;
+  }
+}
+
+inline std::string display_name(const std::string& name) {
+  return name.empty() ? std::string("<unnamed>") : "'" + name + "'";
+}
+
+class task_state_base : public task_gate {
+public:
+  using strand_type = boost::asio::strand<boost::asio::io_context::executor_type>;
+  using executor_type = task_executor<strand_type>;
+
+  // Bits of task_gate::flags beyond 'abandoned'.
+  static constexpr unsigned frame_alive = 2;
+
+  task_state_base(std::string name, std::shared_ptr<task_owner> owner, strand_type strand,
+                  const std::type_info& result_type)
+      : name_(std::move(name)), result_type_(result_type), owner_(std::move(owner)),
+        strand_(std::move(strand)) {}
+
+  task_state_base(const task_state_base&) = delete;
+  task_state_base& operator=(const task_state_base&) = delete;
+
+  virtual ~task_state_base() {
+    if (status_ == task_status::failed && !observed_ && owner_)
+      owner_->unobserved_exception(name_, exception_);
+  }
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] const std::type_info& result_type() const noexcept { return result_type_; }
+  [[nodiscard]] const strand_type& strand() const noexcept { return strand_; }
+
+  [[nodiscard]] task_status status() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return status_;
+  }
+
+  [[nodiscard]] bool finished() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return finished_locked();
+  }
+
+  [[nodiscard]] std::string cancel_message() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cancel_message_;
+  }
+
+  [[nodiscard]] bool cancel_requested() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cancel_requested_;
+  }
+
+  /// Requests cancellation; see Task::cancel. Returns false if the task had already finished.
+  bool request_cancel(std::string message) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (finished_locked()) return false;
+    cancel_requested_ = true;
+    cancel_message_ = std::move(message);
+    if (status_ == task_status::pending) {
+      // Never started: nothing to interrupt, it is cancelled here and now.
+      status_ = task_status::cancelled;
+      complete_locked(lock);
+      return true;
+    }
+    lock.unlock();
+    emit_cancellation();
+    return true;
+  }
+
+  /// Marks a pending task as running. Returns false if it was cancelled before it could start.
+  bool begin_running() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (status_ != task_status::pending) return false;
+    status_ = task_status::running;
+    flags.fetch_or(frame_alive, std::memory_order_relaxed);
+    return true;
+  }
+
+  /// Called by the task's coroutine when it ends by an exception.
+  void set_exception(std::exception_ptr e) noexcept { exception_ = std::move(e); }
+
+  /// Called on the task's strand once its coroutine frames are gone.
+  void finish() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (finished_locked()) return; // given up on already
+    if (exception_) {
+      status_ = is_operation_aborted(exception_) ? task_status::cancelled : task_status::failed;
+    } else {
+      status_ = cancel_requested_ ? task_status::cancelled : task_status::succeeded;
+    }
+    complete_locked(lock);
+  }
+
+  /// Throws the task's gate: from now on nothing submitted to its executor runs (see
+  /// task_executor). Returns true if its coroutine frame still exists.
+  bool abandon_gate() noexcept {
+    const unsigned before = flags.fetch_or(abandoned, std::memory_order_acq_rel);
+    return (before & frame_alive) != 0;
+  }
+
+  /// Gives up on a task that ignored cancellation, after abandon_gate: it counts as cancelled from
+  /// now on, and its frames are destroyed when the operation it waits on is cancelled (or when the
+  /// io_context is destroyed, for an operation that cannot be cancelled).
+  void abandon() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!finished_locked()) {
+      cancel_requested_ = true;
+      status_ = task_status::cancelled;
+      forced_ = true;
+      complete_locked(lock);
+    } else {
+      lock.unlock();
+    }
+    emit_cancellation();
+  }
+
+  /// Called when the task's coroutine frame is destroyed, by whatever path.
+  void frame_destroyed() noexcept {
+    const unsigned before = flags.fetch_and(~frame_alive, std::memory_order_acq_rel);
+    if ((before & abandoned) != 0 && owner_) owner_->abandoned_frame_destroyed();
+  }
+
+  [[nodiscard]] bool forced() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return forced_;
+  }
+
+  /// The failure of a finished task (null if it succeeded or was cancelled); marks it observed.
+  [[nodiscard]] std::exception_ptr take_failure() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (status_ != task_status::failed) return nullptr;
+    observed_ = true;
+    return exception_;
+  }
+
+  /// Throws what waiting for a finished task must throw: its failure, or operation_aborted if it was
+  /// cancelled. Marks the failure observed.
+  void rethrow_outcome() const {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!finished_locked()) throw task_not_finished(name_);
+    if (status_ == task_status::failed) {
+      observed_ = true;
+      std::exception_ptr e = exception_;
+      lock.unlock();
+      std::rethrow_exception(e);
+    }
+    if (status_ == task_status::cancelled) {
+      std::string what = "taskyard: task " + display_name(name_) + " was cancelled";
+      if (!cancel_message_.empty()) what += ": " + cancel_message_;
+      lock.unlock();
+      throw boost::system::system_error(boost::asio::error::operation_aborted, what);
+    }
+  }
+
+  /// Waits until the task has finished (whatever the outcome). Cancellable: completes with
+  /// operation_aborted if the waiter's cancellation slot is emitted first.
+  template <typename CompletionToken>
+  auto async_wait_finished(CompletionToken&& token) {
+    task_state_base* self = this; // not [this]: see app_core::async_wait_change
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [self](auto handler) {
+          std::unique_lock<std::mutex> lock(self->mutex_);
+          if (!self->finished_locked()) {
+            self->waiters_.push(std::move(handler), self->strand_.get_inner_executor());
+            return;
+          }
+          lock.unlock();
+          auto ex = boost::asio::get_associated_executor(handler, self->strand_.get_inner_executor());
+          boost::asio::post(ex, [h = std::move(handler)]() mutable {
+            std::move(h)(boost::system::error_code{});
+          });
+        },
+        token);
+  }
+
+  /// Destroys pending waits without completing them; App teardown only.
+  void destroy_waiters() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    waiters_.destroy_all();
+  }
+
+  /// The slot co_spawn binds the task's cancellation to.
+  boost::asio::cancellation_slot cancellation_slot() noexcept { return signal_.slot(); }
+
+  // Links in the owner's list of unfinished tasks, and in the registry's registration order; each
+  // guarded by the owner's (respectively the registry's) mutex.
+  task_state_base* live_prev = nullptr;
+  task_state_base* live_next = nullptr;
+  bool live_linked = false;
+  std::shared_ptr<task_state_base> live_self; // the list's own reference, while linked
+  task_state_base* reg_prev = nullptr;
+  task_state_base* reg_next = nullptr;
+
+private:
+  [[nodiscard]] bool finished_locked() const noexcept {
+    return status_ != task_status::pending && status_ != task_status::running;
+  }
+
+  void complete_locked(std::unique_lock<std::mutex>& lock) {
+    waiters_.complete_all(lock);
+    lock.unlock();
+    if (owner_) owner_->task_finished(*this);
+  }
+
+  // The signal may only be emitted where the task runs; the strand is the task's executor without
+  // the gate, so cancellation still reaches a task that has been given up on.
+  void emit_cancellation() {
+    boost::asio::post(strand_, [self = shared_from_gate()] {
+      self->signal_.emit(boost::asio::cancellation_type::terminal);
+    });
+  }
+
+  std::shared_ptr<task_state_base> shared_from_gate() {
+    return std::static_pointer_cast<task_state_base>(shared_from_this());
+  }
+
+  const std::string name_;
+  const std::type_info& result_type_;
+  std::shared_ptr<task_owner> owner_;
+  strand_type strand_;
+  mutable std::mutex mutex_;
+  task_status status_ = task_status::pending;
+  bool cancel_requested_ = false;
+  bool forced_ = false;
+  mutable bool observed_ = false;
+  std::string cancel_message_;
+  std::exception_ptr exception_;
+  wait_list waiters_{mutex_};
+  boost::asio::cancellation_signal signal_;
+};
+
+template <typename T>
+class task_state final : public task_state_base {
+public:
+  using task_state_base::task_state_base;
+
+  void set_value(T value) { value_.emplace(std::move(value)); }
+
+  /// The result of a task that succeeded; rethrows its failure or cancellation otherwise.
+  const T& value() const {
+    rethrow_outcome();
+    return *value_;
+  }
+
+private:
+  std::optional<T> value_;
+};
+
+template <>
+class task_state<void> final : public task_state_base {
+public:
+  using task_state_base::task_state_base;
+  void value() const { rethrow_outcome(); }
+};
+
+} // namespace taskyard::detail
+
+#endif // TASKYARD_DETAIL_TASK_STATE_HPP

@@ -1,0 +1,183 @@
+//
+// taskyard/detail/wait_list.hpp
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+//
+// A list of pending asynchronous waits guarded by a mutex that its owner also uses for the
+// condition being waited on, so that "check the condition, else enqueue" is atomic with respect to
+// "make the condition true, then complete every waiter".
+//
+// Each wait is an Asio asynchronous operation: it keeps its executor's work alive, completes on the
+// handler's associated executor (never inside the call that completed it), and supports per-operation
+// cancellation through the handler's associated cancellation slot (terminal, partial and total), in
+// which case it completes with asio::error::operation_aborted.
+//
+// Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
+//
+
+#ifndef TASKYARD_DETAIL_WAIT_LIST_HPP
+#define TASKYARD_DETAIL_WAIT_LIST_HPP
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+namespace taskyard::detail {
+
+class wait_list {
+public:
+  /// One pending wait. Owned by the list while linked, then by the completion posted for it.
+  class node {
+  public:
+    node() = default;
+    node(const node&) = delete;
+    node& operator=(const node&) = delete;
+    virtual ~node() = default;
+
+    /// Posts the completion to the waiter's executor. Called once, with the node unlinked.
+    virtual void complete(boost::system::error_code ec) = 0;
+
+  protected:
+    friend class wait_list;
+    node* prev_ = nullptr;
+    node* next_ = nullptr;
+    bool linked_ = false;
+  };
+
+  explicit wait_list(std::mutex& mutex) noexcept : mutex_(mutex) {}
+  wait_list(const wait_list&) = delete;
+  wait_list& operator=(const wait_list&) = delete;
+  ~wait_list() { destroy_all(); }
+
+  /// True if no wait is pending. Requires the mutex.
+  [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+
+  /// Enqueues a wait for `handler`. Requires the mutex; the handler is completed later by
+  /// complete_all (success) or by its cancellation slot (operation_aborted).
+  template <typename Handler, typename DefaultExecutor>
+  void push(Handler&& handler, const DefaultExecutor& fallback) {
+    auto* w = new waiter<std::decay_t<Handler>, DefaultExecutor>(*this, std::forward<Handler>(handler),
+                                                                 fallback);
+    link(w);
+    w->arm_cancellation();
+  }
+
+  /// Completes every pending wait with success. Requires the mutex to be held by `lock`, which is
+  /// released while the completions are posted.
+  void complete_all(std::unique_lock<std::mutex>& lock) {
+    node* first = head_;
+    head_ = tail_ = nullptr;
+    for (node* n = first; n != nullptr; n = n->next_) n->linked_ = false;
+    lock.unlock();
+    while (first != nullptr) {
+      node* next = first->next_;
+      first->prev_ = first->next_ = nullptr;
+      first->complete({});
+      first = next;
+    }
+    lock.lock();
+  }
+
+  /// Destroys every pending wait without completing it (their handlers, and any coroutine frames
+  /// they own, are destroyed). Only for teardown, when nothing may run any more.
+  void destroy_all() noexcept {
+    node* n = head_;
+    head_ = tail_ = nullptr;
+    while (n != nullptr) {
+      node* next = n->next_;
+      n->linked_ = false;
+      delete n;
+      n = next;
+    }
+  }
+
+private:
+  template <typename Handler, typename DefaultExecutor>
+  class waiter final : public node {
+  public:
+    using executor_type = boost::asio::associated_executor_t<Handler, DefaultExecutor>;
+
+    waiter(wait_list& list, Handler&& h, const DefaultExecutor& fallback)
+        : list_(list), handler_(std::move(h)),
+          work_(boost::asio::get_associated_executor(handler_, fallback)),
+          slot_(boost::asio::get_associated_cancellation_slot(handler_)) {}
+
+    ~waiter() override {
+      if (slot_.is_connected()) slot_.clear();
+    }
+
+    void arm_cancellation() {
+      if (slot_.is_connected()) slot_.template emplace<canceller>(this);
+    }
+
+    void complete(boost::system::error_code ec) override {
+      // The slot is cleared, and the handler run, on the waiter's own executor: that is where the
+      // cancellation signal is emitted, so the two never race.
+      auto ex = work_.get_executor();
+      boost::asio::post(ex, finisher{std::unique_ptr<waiter>(this), ec});
+    }
+
+  private:
+    struct finisher {
+      std::unique_ptr<waiter> self;
+      boost::system::error_code ec;
+      void operator()() {
+        Handler h(std::move(self->handler_));
+        self.reset();
+        std::move(h)(ec);
+      }
+    };
+
+    struct canceller {
+      waiter* self;
+      void operator()(boost::asio::cancellation_type_t type) const {
+        using ct = boost::asio::cancellation_type;
+        if ((type & (ct::terminal | ct::partial | ct::total)) == ct::none) return;
+        {
+          std::lock_guard<std::mutex> guard(self->list_.mutex_);
+          if (!self->linked_) return; // already being completed
+          self->list_.unlink(self);
+        }
+        self->complete(boost::asio::error::operation_aborted);
+      }
+    };
+
+    wait_list& list_;
+    Handler handler_;
+    boost::asio::executor_work_guard<executor_type> work_;
+    boost::asio::cancellation_slot slot_;
+  };
+
+  void link(node* n) noexcept {
+    n->prev_ = tail_;
+    n->next_ = nullptr;
+    if (tail_ != nullptr) tail_->next_ = n;
+    else head_ = n;
+    tail_ = n;
+    n->linked_ = true;
+  }
+
+  void unlink(node* n) noexcept {
+    if (n->prev_ != nullptr) n->prev_->next_ = n->next_;
+    else head_ = n->next_;
+    if (n->next_ != nullptr) n->next_->prev_ = n->prev_;
+    else tail_ = n->prev_;
+    n->prev_ = n->next_ = nullptr;
+    n->linked_ = false;
+  }
+
+  std::mutex& mutex_;
+  node* head_ = nullptr;
+  node* tail_ = nullptr;
+};
+
+} // namespace taskyard::detail
+
+#endif // TASKYARD_DETAIL_WAIT_LIST_HPP

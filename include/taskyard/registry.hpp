@@ -1,0 +1,162 @@
+//
+// taskyard/registry.hpp
+// ~~~~~~~~~~~~~~~~~~~~~
+//
+// The registry of named tasks: a thread-safe map from name to task that remembers registration
+// order. Each App owns one; App::add_task, get_task, find_task, purge_tasks and tasks() are thin
+// layers over it.
+//
+// Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
+//
+
+#ifndef TASKYARD_REGISTRY_HPP
+#define TASKYARD_REGISTRY_HPP
+
+#include <taskyard/errors.hpp>
+#include <taskyard/task.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace taskyard {
+
+/// What App::add_task does when a task that has not finished already holds the name.
+enum class name_conflict {
+  error,   ///< Throw duplicate_task_name (the default).
+  replace, ///< Cancel the older task (without waiting for it) and register the new one.
+};
+
+/// Named tasks, by name and in registration order.
+///
+/// A finished task stays registered (Sanic's behaviour) until purge() removes it, or until another
+/// task is registered under its name, which is allowed at once.
+///
+/// Thread safety: every member may be called from any thread.
+class registry {
+public:
+  registry() = default;
+  registry(const registry&) = delete;
+  registry& operator=(const registry&) = delete;
+  ~registry() { clear(); }
+
+  /// Registers a named task, last in order. If a task that has not finished holds the name, throws
+  /// duplicate_task_name, or with name_conflict::replace unregisters that task and returns it (for
+  /// the caller to cancel). A finished task holding the name is unregistered silently.
+  std::optional<Task<>> insert(const Task<>& task, name_conflict on_conflict) {
+    const auto& state = task.state_;
+    std::optional<Task<>> displaced;
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = index_.find(state->name());
+    if (it != index_.end()) {
+      if (!it->second->finished()) {
+        if (on_conflict == name_conflict::error) throw duplicate_task_name(state->name());
+        displaced = Task<>(it->second);
+      }
+      unlink(*it->second);
+      index_.erase(it);
+    }
+    index_.emplace(state->name(), state);
+    link(*state);
+    return displaced;
+  }
+
+  /// The task registered under `name`, if any.
+  [[nodiscard]] std::optional<Task<>> find(std::string_view name) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = index_.find(name);
+    if (it == index_.end()) return std::nullopt;
+    return Task<>(it->second);
+  }
+
+  /// Unregisters `task` if it is the one registered under its name. Returns true if it was.
+  bool erase(const Task<>& task) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = index_.find(task.state_->name());
+    if (it == index_.end() || it->second != task.state_) return false;
+    unlink(*it->second);
+    index_.erase(it);
+    return true;
+  }
+
+  /// Unregisters every finished task (succeeded, failed or cancelled). Returns how many.
+  std::size_t purge() {
+    std::vector<std::shared_ptr<detail::task_state_base>> removed; // released after the lock
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (detail::task_state_base* s = head_; s != nullptr;) {
+        detail::task_state_base* next = s->reg_next;
+        if (s->finished()) {
+          auto it = index_.find(s->name());
+          removed.push_back(std::move(it->second));
+          unlink(*s);
+          index_.erase(it);
+        }
+        s = next;
+      }
+    }
+    return removed.size();
+  }
+
+  /// Every registered task, in registration order.
+  [[nodiscard]] std::vector<Task<>> snapshot() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<Task<>> out;
+    out.reserve(index_.size());
+    for (detail::task_state_base* s = head_; s != nullptr; s = s->reg_next)
+      out.push_back(Task<>(index_.find(s->name())->second));
+    return out;
+  }
+
+  /// How many tasks are registered.
+  [[nodiscard]] std::size_t size() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return index_.size();
+  }
+
+  /// Unregisters every task.
+  void clear() {
+    std::unordered_map<std::string_view, std::shared_ptr<detail::task_state_base>> dropped;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (detail::task_state_base* s = head_; s != nullptr;) {
+        detail::task_state_base* next = s->reg_next;
+        s->reg_prev = s->reg_next = nullptr;
+        s = next;
+      }
+      head_ = tail_ = nullptr;
+      dropped.swap(index_);
+    }
+  }
+
+private:
+  void link(detail::task_state_base& s) noexcept {
+    s.reg_prev = tail_;
+    s.reg_next = nullptr;
+    if (tail_ != nullptr) tail_->reg_next = &s;
+    else head_ = &s;
+    tail_ = &s;
+  }
+
+  void unlink(detail::task_state_base& s) noexcept {
+    if (s.reg_prev != nullptr) s.reg_prev->reg_next = s.reg_next;
+    else head_ = s.reg_next;
+    if (s.reg_next != nullptr) s.reg_next->reg_prev = s.reg_prev;
+    else tail_ = s.reg_prev;
+    s.reg_prev = s.reg_next = nullptr;
+  }
+
+  mutable std::mutex mutex_;
+  // Keys view the names inside the states the map holds.
+  std::unordered_map<std::string_view, std::shared_ptr<detail::task_state_base>> index_;
+  detail::task_state_base* head_ = nullptr;
+  detail::task_state_base* tail_ = nullptr;
+};
+
+} // namespace taskyard
+
+#endif // TASKYARD_REGISTRY_HPP

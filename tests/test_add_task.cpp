@@ -1,0 +1,208 @@
+// add_task: every accepted form, App injection, results, deferral before run, never starting inline.
+#include <taskyard/app.hpp>
+
+#include "support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <functional>
+#include <string>
+
+namespace asio = boost::asio;
+using taskyard::App;
+using taskyard::Task;
+
+namespace {
+
+asio::awaitable<int> forty_two() { co_return 42; }
+
+asio::awaitable<std::string> name_of(App& app) { co_return app.name(); }
+
+asio::awaitable<int> add(int a, int b) { co_return a + b; }
+
+asio::awaitable<int> add_with_app(int a, App& app) { co_return a + static_cast<int>(app.name().size()); }
+
+} // namespace
+
+TEST_CASE("add_task accepts an awaitable made by the caller", "[add_task]") {
+  App app{"awaitable"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<int> t = a.add_task(forty_two());
+    CHECK(co_await t.wait() == 42);
+    CHECK(t.done());
+    CHECK_FALSE(t.cancelled());
+    CHECK(t.result() == 42);
+  });
+}
+
+TEST_CASE("add_task injects the App into a callable that asks for it", "[add_task][inject]") {
+  App app{"injected"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<std::string> by_function = a.add_task(name_of);
+    Task<std::string> by_lambda = a.add_task([](App& me) -> asio::awaitable<std::string> {
+      co_return me.name() + "!";
+    });
+    Task<std::string> by_generic_lambda =
+        a.add_task([](auto& me) -> asio::awaitable<std::string> { co_return me.name() + "?"; });
+    CHECK(co_await by_function.wait() == "injected");
+    CHECK(co_await by_lambda.wait() == "injected!");
+    CHECK(co_await by_generic_lambda.wait() == "injected?");
+  });
+}
+
+TEST_CASE("add_task calls a callable that takes nothing without arguments", "[add_task][inject]") {
+  App app{"nullary"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<int> t = a.add_task(forty_two);
+    Task<int> l = a.add_task([]() -> asio::awaitable<int> { co_return 7; });
+    CHECK(co_await t.wait() == 42);
+    CHECK(co_await l.wait() == 7);
+  });
+}
+
+TEST_CASE("std::bind_front results are callables like any other (functools.partial)",
+          "[add_task][inject]") {
+  App app{"partial"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<int> bound = a.add_task(std::bind_front(add, 40, 2));
+    // The bound call still asks for the App: it is injected.
+    Task<int> bound_with_app = a.add_task(std::bind_front(add_with_app, 100));
+    CHECK(co_await bound.wait() == 42);
+    CHECK(co_await bound_with_app.wait() == 107);
+  });
+}
+
+TEST_CASE("a lambda's captures live as long as its task", "[add_task]") {
+  App app{"captures"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    std::string text = "kept alive";
+    Task<std::string> t = a.add_task([copy = text]() -> asio::awaitable<std::string> {
+      co_await test::yield();
+      co_await test::yield();
+      co_return copy;
+    });
+    text = "changed";
+    CHECK(co_await t.wait() == "kept alive");
+  });
+}
+
+TEST_CASE("add_task never runs the task inside the call", "[add_task]") {
+  App app{"not-inline"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    bool ran = false;
+    Task<> t = a.add_task([&ran]() -> asio::awaitable<void> {
+      ran = true;
+      co_return;
+    });
+    CHECK_FALSE(ran); // scheduled, not run
+    co_await t.wait();
+    CHECK(ran);
+  });
+}
+
+TEST_CASE("tasks added before run start when the App starts; callables are invoked only then",
+          "[add_task][before_run]") {
+  App app{"deferred"};
+  int invoked = 0;
+  int ran = 0;
+  auto slow_work = [&invoked, &ran](App&) {
+    ++invoked;
+    return [](int& counter) -> asio::awaitable<void> {
+      ++counter;
+      co_return;
+    }(ran);
+  };
+  Task<> a = app.add_task(slow_work);
+  Task<> b = app.add_task(slow_work, "named-before-run");
+  CHECK(invoked == 0);
+  CHECK_FALSE(a.done());
+  CHECK(app.get_task("named-before-run") == b);
+
+  int started_when_before_server_start_ran = -1;
+  app.before_server_start([&] { started_when_before_server_start_ran = invoked; });
+  test::run_app(app, [&](App&) -> asio::awaitable<void> {
+    co_await a.wait();
+    co_await b.wait();
+  });
+  CHECK(started_when_before_server_start_ran == 0); // started after before_server_start
+  CHECK(invoked == 2);
+  CHECK(ran == 2);
+}
+
+TEST_CASE("the same callable added three times before run runs exactly three times",
+          "[add_task][before_run]") {
+  App app{"three-times"};
+  int runs = 0;
+  auto slow_work = [&runs]() -> asio::awaitable<void> {
+    ++runs;
+    co_return;
+  };
+  std::vector<Task<>> added{app.add_task(slow_work), app.add_task(slow_work),
+                            app.add_task(slow_work)};
+  test::run_app(app, [&](App&) -> asio::awaitable<void> {
+    for (auto& t : added) co_await t.wait();
+  });
+  CHECK(runs == 3);
+}
+
+TEST_CASE("unnamed tasks are tracked but not listed", "[add_task]") {
+  App app{"unnamed"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<> unnamed = a.add_task(test::suspend_forever());
+    Task<> named = a.add_task(test::suspend_forever(), "listed");
+    co_await test::yield();
+    auto listed = a.tasks();
+    REQUIRE(listed.size() == 1);
+    CHECK(listed.front() == named);
+    CHECK(unnamed.name().empty());
+    CHECK_FALSE(unnamed.done());
+  });
+  // Shutdown reached the unnamed task too.
+}
+
+TEST_CASE("shutdown cancels unnamed tasks as well as named ones", "[add_task][shutdown]") {
+  App app{"unnamed-shutdown"};
+  Task<> unnamed;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    unnamed = a.add_task(test::suspend_forever());
+    co_return;
+  });
+  CHECK(unnamed.done());
+  CHECK(unnamed.cancelled());
+}
+
+TEST_CASE("add_task after the App has stopped is a clear error", "[add_task][errors]") {
+  App app{"stopped"};
+  test::run_app(app, [](App&) -> asio::awaitable<void> { co_return; });
+  try {
+    app.add_task(forty_two());
+    FAIL("add_task after stop did not throw");
+  } catch (const taskyard::app_stopped& e) {
+    CHECK_THAT(e.what(), Catch::Contains("stopped") && Catch::Contains("'stopped'"));
+  }
+  CHECK_THROWS_AS(app.add_task(forty_two, "late"), taskyard::app_stopped);
+}
+
+TEST_CASE("a Task<T> converts to Task<> and compares equal to it", "[task]") {
+  App app{"views"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<int> typed = a.add_task(forty_two(), "typed");
+    Task<> any = typed;
+    CHECK(any == typed);
+    co_await any.wait(); // waits for the outcome, discards the value
+    CHECK(typed.result() == 42);
+    CHECK(a.get_task<int>("typed").result() == 42);
+    CHECK_THROWS_AS(a.get_task<std::string>("typed"), taskyard::task_type_mismatch);
+  });
+}
+
+TEST_CASE("result() of a running task throws task_not_finished", "[task][errors]") {
+  App app{"not-finished"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<> t = a.add_task(test::suspend_forever(), "sleeper");
+    CHECK_THROWS_AS(t.result(), taskyard::task_not_finished);
+    CHECK_THROWS_AS(t.exception(), taskyard::task_not_finished);
+    co_await a.cancel_task("sleeper");
+    CHECK(t.cancelled());
+  });
+}
