@@ -30,7 +30,8 @@ struct frame_probe {
 
 /// Suspends until cancelled: a timer that never expires.
 inline asio::awaitable<void> suspend_forever() {
-  asio::steady_timer timer(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
+  asio::steady_timer timer(co_await asio::this_coro::executor,
+                           asio::steady_timer::time_point::max());
   co_await timer.async_wait(asio::use_awaitable);
 }
 

@@ -1,4 +1,5 @@
-// add_task: every accepted form, App injection, results, deferral before run, never starting inline.
+// add_task: every accepted form, App injection, results, deferral before run, never starting
+// inline.
 #include <taskyard/app.hpp>
 
 #include "support.hpp"
@@ -20,7 +21,9 @@ asio::awaitable<std::string> name_of(App& app) { co_return app.name(); }
 
 asio::awaitable<int> add(int a, int b) { co_return a + b; }
 
-asio::awaitable<int> add_with_app(int a, App& app) { co_return a + static_cast<int>(app.name().size()); }
+asio::awaitable<int> add_with_app(int a, App& app) {
+  co_return a + static_cast<int>(app.name().size());
+}
 
 } // namespace
 
@@ -39,9 +42,8 @@ TEST_CASE("add_task injects the App into a callable that asks for it", "[add_tas
   App app{"injected"};
   test::run_app(app, [](App& a) -> asio::awaitable<void> {
     Task<std::string> by_function = a.add_task(name_of);
-    Task<std::string> by_lambda = a.add_task([](App& me) -> asio::awaitable<std::string> {
-      co_return me.name() + "!";
-    });
+    Task<std::string> by_lambda =
+        a.add_task([](App& me) -> asio::awaitable<std::string> { co_return me.name() + "!"; });
     Task<std::string> by_generic_lambda =
         a.add_task([](auto& me) -> asio::awaitable<std::string> { co_return me.name() + "?"; });
     CHECK(co_await by_function.wait() == "injected");

@@ -227,8 +227,8 @@ public:
   /// io_context is destroyed; shutdown waits config().forced_frame_grace for frames, no longer.
   ///
   /// Must be awaited on the App's io_context. Cancelling the caller abandons the wait.
-  boost::asio::awaitable<shutdown_result> shutdown_tasks(
-      std::chrono::steady_clock::duration timeout) {
+  boost::asio::awaitable<shutdown_result>
+  shutdown_tasks(std::chrono::steady_clock::duration timeout) {
     using namespace boost::asio::experimental::awaitable_operators;
     auto core = core_;
     core->set_phase_at_least(detail::app_phase::draining);
@@ -238,8 +238,9 @@ public:
       if (Task<>(task).cancel()) ++result.cancelled;
 
     boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, timeout);
-    co_await (detail::app_core::wait_until(core, [&core] { return core->live_count_locked() == 0; }) ||
-              timer.async_wait(boost::asio::use_awaitable));
+    co_await (
+        detail::app_core::wait_until(core, [&core] { return core->live_count_locked() == 0; }) ||
+        timer.async_wait(boost::asio::use_awaitable));
 
     auto left = core->live_tasks();
     if (!left.empty()) {
@@ -248,7 +249,8 @@ public:
         result.forced.push_back(task->name().empty() ? "<unnamed>" : task->name());
       }
       timer.expires_after(core->config.forced_frame_grace);
-      co_await (detail::app_core::wait_until(core, [&core] { return core->abandoned_frames_locked() == 0; }) ||
+      co_await (detail::app_core::wait_until(
+                    core, [&core] { return core->abandoned_frames_locked() == 0; }) ||
                 timer.async_wait(boost::asio::use_awaitable));
     }
     co_return result;
@@ -363,7 +365,8 @@ private:
     if constexpr (is_awaitable_v<S>) {
       return [a = S(std::forward<Source>(source))]() mutable { return std::move(a); };
     } else if constexpr (injects_app<S>) {
-      return [this, f = S(std::forward<Source>(source))]() mutable { return std::invoke(f, *this); };
+      return
+          [this, f = S(std::forward<Source>(source))]() mutable { return std::invoke(f, *this); };
     } else {
       return [f = S(std::forward<Source>(source))]() mutable { return std::invoke(f); };
     }
@@ -383,7 +386,8 @@ private:
     }
   }
 
-  // The callable is copied into the coroutine frame, so a lambda's captures live as long as it runs.
+  // The callable is copied into the coroutine frame, so a lambda's captures live as long as it
+  // runs.
   template <typename F, typename... Args>
   static boost::asio::awaitable<void> call_listener(F f, Args&... args) {
     using R = std::invoke_result_t<F&, Args&...>;
@@ -423,7 +427,8 @@ private:
       core_->start_deferred();
       co_await run_listeners(after_server_start_);
       auto core = core_;
-      co_await detail::app_core::wait_until(core, [&core] { return core->stop_requested_locked(); });
+      co_await detail::app_core::wait_until(core,
+                                            [&core] { return core->stop_requested_locked(); });
     } catch (...) {
       error = std::current_exception();
     }

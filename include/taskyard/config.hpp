@@ -21,7 +21,8 @@ namespace taskyard {
 
 /// Called with the name of a task (empty for an unnamed one) and the exception it failed with, when
 /// nobody observed that exception by the time the task was purged or its last handle dropped.
-using unobserved_exception_handler = std::function<void(std::string_view task_name, std::exception_ptr)>;
+using unobserved_exception_handler =
+    std::function<void(std::string_view task_name, std::exception_ptr)>;
 
 /// The default exception handler: one line on stderr naming the task and the exception.
 inline void print_unobserved_exception(std::string_view task_name, std::exception_ptr e) {

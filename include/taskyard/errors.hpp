@@ -2,8 +2,9 @@
 // taskyard/errors.hpp
 // ~~~~~~~~~~~~~~~~~~~
 //
-// The exceptions taskyard throws. Every one derives from taskyard::error, itself a std::runtime_error,
-// and carries a message that names the task (or App) involved and says what to do about it.
+// The exceptions taskyard throws. Every one derives from taskyard::error, itself a
+// std::runtime_error, and carries a message that names the task (or App) involved and says what to
+// do about it.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -43,8 +44,8 @@ private:
 
 /// Thrown by App::add_task when a task that has not finished is already registered under the name.
 ///
-/// Sanic silently orphans the older task in this case; taskyard refuses. Pass name_conflict::replace
-/// to cancel the older task and register the new one instead.
+/// Sanic silently orphans the older task in this case; taskyard refuses. Pass
+/// name_conflict::replace to cancel the older task and register the new one instead.
 class duplicate_task_name : public error {
 public:
   explicit duplicate_task_name(std::string_view name)

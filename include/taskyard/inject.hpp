@@ -76,8 +76,8 @@ struct awaitable_value<boost::asio::awaitable<T, boost::asio::any_io_executor>> 
 
 /// A callable add_task can start: it asks for the App or for nothing, and returns an awaitable.
 template <typename F>
-concept task_factory = (injects_app<F> || takes_nothing<F>) &&
-                       is_awaitable_v<typename detail::factory_result<F>::type>;
+concept task_factory = (injects_app<F> ||
+                        takes_nothing<F>)&&is_awaitable_v<typename detail::factory_result<F>::type>;
 
 /// Anything add_task accepts: an awaitable, or a task_factory.
 template <typename S>
@@ -90,10 +90,9 @@ struct task_result {
 };
 
 template <task_source S>
-  requires(!is_awaitable_v<S>)
-struct task_result<S> {
-  using type = typename detail::awaitable_value<std::remove_cvref_t<
-      typename detail::factory_result<std::decay_t<S>>::type>>::type;
+requires(!is_awaitable_v<S>) struct task_result<S> {
+  using type = typename detail::awaitable_value<
+      std::remove_cvref_t<typename detail::factory_result<std::decay_t<S>>::type>>::type;
 };
 
 template <task_source S>

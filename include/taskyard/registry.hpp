@@ -137,16 +137,22 @@ private:
   void link(detail::task_state_base& s) noexcept {
     s.reg_prev = tail_;
     s.reg_next = nullptr;
-    if (tail_ != nullptr) tail_->reg_next = &s;
-    else head_ = &s;
+    if (tail_ != nullptr)
+      tail_->reg_next = &s;
+    else
+      head_ = &s;
     tail_ = &s;
   }
 
   void unlink(detail::task_state_base& s) noexcept {
-    if (s.reg_prev != nullptr) s.reg_prev->reg_next = s.reg_next;
-    else head_ = s.reg_next;
-    if (s.reg_next != nullptr) s.reg_next->reg_prev = s.reg_prev;
-    else tail_ = s.reg_prev;
+    if (s.reg_prev != nullptr)
+      s.reg_prev->reg_next = s.reg_next;
+    else
+      head_ = s.reg_next;
+    if (s.reg_next != nullptr)
+      s.reg_next->reg_prev = s.reg_prev;
+    else
+      tail_ = s.reg_prev;
     s.reg_prev = s.reg_next = nullptr;
   }
 

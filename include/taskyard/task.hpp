@@ -39,8 +39,8 @@ class app_core;
 /// every `Task<T>` converts to it, and it is what App::get_task and App::tasks() return.
 ///
 /// A task is *done* once it has finished, whichever way: succeeded, failed (threw) or cancelled.
-/// It is *cancelled* if it ended by letting `operation_aborted` propagate, or if it returned after its
-/// cancellation was requested.
+/// It is *cancelled* if it ended by letting `operation_aborted` propagate, or if it returned after
+/// its cancellation was requested.
 ///
 /// Thread safety: every member may be called from any thread, concurrently with the task running.
 template <typename T = void>
@@ -53,8 +53,8 @@ public:
 
   /// Views a task of any result type as a Task<> (only to Task<void>).
   template <typename U>
-    requires(std::is_void_v<T> && !std::is_void_v<U>)
-  Task(const Task<U>& other) noexcept // NOLINT(google-explicit-constructor)
+  requires(std::is_void_v<T> && !std::is_void_v<U>) Task(const Task<U>& other)
+  noexcept // NOLINT(google-explicit-constructor)
       : state_(other.state_) {}
 
   /// True if the handle refers to a task.
@@ -86,7 +86,8 @@ public:
   /// `boost::system::system_error` (and so does every later `co_await` until it resets its
   /// cancellation state with `asio::this_coro::reset_cancellation_state()`). A task that has not
   /// started yet is cancelled at once. Returns false, and does nothing, if the task has already
-  /// finished. Does not wait: co_await wait(), or use App::cancel_task, to wait for the task to end.
+  /// finished. Does not wait: co_await wait(), or use App::cancel_task, to wait for the task to
+  /// end.
   bool cancel(std::string message = {}) const { return state_->request_cancel(std::move(message)); }
 
   /// The message given to the last cancel() or App::cancel_task; empty if none was.

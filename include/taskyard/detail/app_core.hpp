@@ -4,8 +4,8 @@
 //
 // The part of an App that its tasks report to: the registry, the list of unfinished tasks, the
 // lifecycle phase, the tasks deferred until run, and the config. Task states keep it alive, so a
-// task or handle that outlives its App still reports somewhere; App's destructor cuts the links that
-// would otherwise make it immortal.
+// task or handle that outlives its App still reports somewhere; App's destructor cuts the links
+// that would otherwise make it immortal.
 //
 // Lock order: app_core::mutex, then registry, then a task's own mutex. No lock is held while a
 // task is started, cancelled or destroyed.
@@ -97,15 +97,15 @@ void start_task(const std::shared_ptr<task_state<T>>& state, Factory&& factory) 
     if (!state->begin_running()) return; // cancelled before it could start
     using executor = typename task_state_base::executor_type;
     executor ex(state->strand(), std::shared_ptr<task_gate>(state));
-    boost::asio::co_spawn(
-        ex, run_task<T>(frame_ref<T>(state), std::move(f)),
-        boost::asio::bind_cancellation_slot(state->cancellation_slot(),
-                                            [state](std::exception_ptr e) {
-                                              // The frames are gone by now; only an allocation
-                                              // failure in co_spawn itself arrives here as e.
-                                              if (e) state->set_exception(e);
-                                              state->finish();
-                                            }));
+    boost::asio::co_spawn(ex, run_task<T>(frame_ref<T>(state), std::move(f)),
+                          boost::asio::bind_cancellation_slot(state->cancellation_slot(),
+                                                              [state](std::exception_ptr e) {
+                                                                // The frames are gone by now; only
+                                                                // an allocation failure in co_spawn
+                                                                // itself arrives here as e.
+                                                                if (e) state->set_exception(e);
+                                                                state->finish();
+                                                              }));
   });
 }
 
@@ -252,8 +252,10 @@ public:
 
   void unobserved_exception(const std::string& task_name, std::exception_ptr e) noexcept override {
     try {
-      if (config.exception_handler) config.exception_handler(task_name, e);
-      else print_unobserved_exception(task_name, e);
+      if (config.exception_handler)
+        config.exception_handler(task_name, e);
+      else
+        print_unobserved_exception(task_name, e);
     } catch (...) {
       try {
         std::cerr << "taskyard: the exception handler of app '" << name
@@ -311,8 +313,10 @@ private:
   void link_live(const std::shared_ptr<task_state_base>& s) {
     s->live_prev = live_tail_;
     s->live_next = nullptr;
-    if (live_tail_ != nullptr) live_tail_->live_next = s.get();
-    else live_head_ = s.get();
+    if (live_tail_ != nullptr)
+      live_tail_->live_next = s.get();
+    else
+      live_head_ = s.get();
     live_tail_ = s.get();
     s->live_linked = true;
     s->live_self = s;
@@ -320,10 +324,14 @@ private:
   }
 
   std::shared_ptr<task_state_base> unlink_live(task_state_base& s) {
-    if (s.live_prev != nullptr) s.live_prev->live_next = s.live_next;
-    else live_head_ = s.live_next;
-    if (s.live_next != nullptr) s.live_next->live_prev = s.live_prev;
-    else live_tail_ = s.live_prev;
+    if (s.live_prev != nullptr)
+      s.live_prev->live_next = s.live_next;
+    else
+      live_head_ = s.live_next;
+    if (s.live_next != nullptr)
+      s.live_next->live_prev = s.live_prev;
+    else
+      live_tail_ = s.live_prev;
     s.live_prev = s.live_next = nullptr;
     s.live_linked = false;
     --live_count_;

@@ -2,12 +2,12 @@
 // taskyard/detail/task_executor.hpp
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 //
-// The executor a task's coroutine runs on: the task's strand, plus a switch that the App throws when
-// it gives up on the task (forced shutdown, App destroyed). Once thrown, work submitted to the
-// executor is destroyed instead of run, so the task's coroutine is never resumed again and its frames
-// are destroyed as soon as the operation it is suspended on completes (the App cancels that operation
-// when it throws the switch). Every other property is forwarded to the strand, as asio::strand
-// forwards to its inner executor.
+// The executor a task's coroutine runs on: the task's strand, plus a switch that the App throws
+// when it gives up on the task (forced shutdown, App destroyed). Once thrown, work submitted to the
+// executor is destroyed instead of run, so the task's coroutine is never resumed again and its
+// frames are destroyed as soon as the operation it is suspended on completes (the App cancels that
+// operation when it throws the switch). Every other property is forwarded to the strand, as
+// asio::strand forwards to its inner executor.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -40,28 +40,29 @@ public:
       : inner_(std::move(inner)), gate_(std::move(gate)) {}
 
   template <typename OtherInner>
-    requires std::is_constructible_v<Inner, const OtherInner&>
-  task_executor(const task_executor<OtherInner>& other) noexcept // NOLINT(google-explicit-constructor)
+  requires std::is_constructible_v<Inner, const OtherInner&>
+  task_executor(const task_executor<OtherInner>& other)
+  noexcept // NOLINT(google-explicit-constructor)
       : inner_(other.inner_), gate_(other.gate_) {}
 
   template <typename Property>
-    requires boost::asio::can_query<const Inner&, const Property&>::value
-  decltype(auto) query(const Property& p) const
+  requires boost::asio::can_query<const Inner&, const Property&>::value decltype(auto)
+  query(const Property& p) const
       noexcept(boost::asio::is_nothrow_query<const Inner&, const Property&>::value) {
     return boost::asio::query(inner_, p);
   }
 
   template <typename Property>
-    requires boost::asio::can_require<const Inner&, const Property&>::value
-  auto require(const Property& p) const
+  requires boost::asio::can_require<const Inner&, const Property&>::value auto
+  require(const Property& p) const
       noexcept(boost::asio::is_nothrow_require<const Inner&, const Property&>::value) {
     using result = std::decay_t<decltype(boost::asio::require(inner_, p))>;
     return task_executor<result>(boost::asio::require(inner_, p), gate_);
   }
 
   template <typename Property>
-    requires boost::asio::can_prefer<const Inner&, const Property&>::value
-  auto prefer(const Property& p) const
+  requires boost::asio::can_prefer<const Inner&, const Property&>::value auto
+  prefer(const Property& p) const
       noexcept(boost::asio::is_nothrow_prefer<const Inner&, const Property&>::value) {
     using result = std::decay_t<decltype(boost::asio::prefer(inner_, p))>;
     return task_executor<result>(boost::asio::prefer(inner_, p), gate_);

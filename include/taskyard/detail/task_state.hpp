@@ -37,8 +37,8 @@ enum class task_status : unsigned char { pending, running, succeeded, failed, ca
 
 class task_state_base;
 
-/// What a task reports to the App that owns it. Implemented by the App's core, which the state keeps
-/// alive, so a task that outlives its App still has somewhere to report to.
+/// What a task reports to the App that owns it. Implemented by the App's core, which the state
+/// keeps alive, so a task that outlives its App still has somewhere to report to.
 class task_owner {
 public:
   virtual ~task_owner() = default;
@@ -46,8 +46,10 @@ public:
   virtual void task_finished(task_state_base& task) noexcept = 0;
   /// The frame of a task that was given up on has been destroyed.
   virtual void abandoned_frame_destroyed() noexcept = 0;
-  /// The task failed and its exception was never observed; called once, from the state's destructor.
-  virtual void unobserved_exception(const std::string& task_name, std::exception_ptr e) noexcept = 0;
+  /// The task failed and its exception was never observed; called once, from the state's
+  /// destructor.
+  virtual void unobserved_exception(const std::string& task_name,
+                                    std::exception_ptr e) noexcept = 0;
 };
 
 inline bool is_operation_aborted(const std::exception_ptr& e) noexcept {
@@ -192,8 +194,8 @@ public:
     return exception_;
   }
 
-  /// Throws what waiting for a finished task must throw: its failure, or operation_aborted if it was
-  /// cancelled. Marks the failure observed.
+  /// Throws what waiting for a finished task must throw: its failure, or operation_aborted if it
+  /// was cancelled. Marks the failure observed.
   void rethrow_outcome() const {
     std::unique_lock<std::mutex> lock(mutex_);
     if (!finished_locked()) throw task_not_finished(name_);
@@ -224,7 +226,8 @@ public:
             return;
           }
           lock.unlock();
-          auto ex = boost::asio::get_associated_executor(handler, self->strand_.get_inner_executor());
+          auto ex =
+              boost::asio::get_associated_executor(handler, self->strand_.get_inner_executor());
           boost::asio::post(ex, [h = std::move(handler)]() mutable {
             std::move(h)(boost::system::error_code{});
           });

@@ -7,9 +7,9 @@
 // "make the condition true, then complete every waiter".
 //
 // Each wait is an Asio asynchronous operation: it keeps its executor's work alive, completes on the
-// handler's associated executor (never inside the call that completed it), and supports per-operation
-// cancellation through the handler's associated cancellation slot (terminal, partial and total), in
-// which case it completes with asio::error::operation_aborted.
+// handler's associated executor (never inside the call that completed it), and supports
+// per-operation cancellation through the handler's associated cancellation slot (terminal, partial
+// and total), in which case it completes with asio::error::operation_aborted.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -63,8 +63,8 @@ public:
   /// complete_all (success) or by its cancellation slot (operation_aborted).
   template <typename Handler, typename DefaultExecutor>
   void push(Handler&& handler, const DefaultExecutor& fallback) {
-    auto* w = new waiter<std::decay_t<Handler>, DefaultExecutor>(*this, std::forward<Handler>(handler),
-                                                                 fallback);
+    auto* w = new waiter<std::decay_t<Handler>, DefaultExecutor>(
+        *this, std::forward<Handler>(handler), fallback);
     link(w);
     w->arm_cancellation();
   }
@@ -158,17 +158,23 @@ private:
   void link(node* n) noexcept {
     n->prev_ = tail_;
     n->next_ = nullptr;
-    if (tail_ != nullptr) tail_->next_ = n;
-    else head_ = n;
+    if (tail_ != nullptr)
+      tail_->next_ = n;
+    else
+      head_ = n;
     tail_ = n;
     n->linked_ = true;
   }
 
   void unlink(node* n) noexcept {
-    if (n->prev_ != nullptr) n->prev_->next_ = n->next_;
-    else head_ = n->next_;
-    if (n->next_ != nullptr) n->next_->prev_ = n->prev_;
-    else tail_ = n->prev_;
+    if (n->prev_ != nullptr)
+      n->prev_->next_ = n->next_;
+    else
+      head_ = n->next_;
+    if (n->next_ != nullptr)
+      n->next_->prev_ = n->prev_;
+    else
+      tail_ = n->prev_;
     n->prev_ = n->next_ = nullptr;
     n->linked_ = false;
   }

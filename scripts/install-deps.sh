@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs, on Debian 12, whatever taskyard's build, tests and examples need that is missing.
+# Idempotent: installs nothing when everything is there. Run as root (or through sudo).
+set -euo pipefail
+
+packages=(libboost1.81-dev catch2 libbenchmark-dev cmake g++ make ccache)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: everything is installed"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
