@@ -24,7 +24,6 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -88,6 +87,29 @@ boost::asio::awaitable<void> run_task(frame_ref<T> state, Factory factory) {
   }
 }
 
+/// What co_spawn calls when a task's coroutine has ended (its frames already destroyed).
+///
+/// It names the task's cancellation slot as a member rather than through bind_cancellation_slot:
+/// with the binder, co_spawn believes the handler has an executor of its own and forwards each
+/// emitted cancellation through the task's executor, where the gate would swallow it once the App
+/// gives up on the task. Without it, co_spawn emits synchronously, here on the strand.
+template <typename T>
+struct task_completion {
+  std::shared_ptr<task_state<T>> state;
+
+  using cancellation_slot_type = boost::asio::cancellation_slot;
+  cancellation_slot_type get_cancellation_slot() const noexcept {
+    return state->cancellation_slot();
+  }
+
+  void operator()(std::exception_ptr e) const {
+    // Only an allocation failure in co_spawn itself arrives here as e: the task's own exceptions
+    // are caught by run_task.
+    if (e) state->set_exception(e);
+    state->finish();
+  }
+};
+
 /// Starts a task: never inline. The start is posted to the task's strand, and the coroutine is
 /// spawned from there; spawning directly would run it at once when the caller is itself running
 /// on the io_context (its executor runs possibly-blocking work in place).
@@ -98,14 +120,7 @@ void start_task(const std::shared_ptr<task_state<T>>& state, Factory&& factory) 
     using executor = typename task_state_base::executor_type;
     executor ex(state->strand(), std::shared_ptr<task_gate>(state));
     boost::asio::co_spawn(ex, run_task<T>(frame_ref<T>(state), std::move(f)),
-                          boost::asio::bind_cancellation_slot(state->cancellation_slot(),
-                                                              [state](std::exception_ptr e) {
-                                                                // The frames are gone by now; only
-                                                                // an allocation failure in co_spawn
-                                                                // itself arrives here as e.
-                                                                if (e) state->set_exception(e);
-                                                                state->finish();
-                                                              }));
+                          task_completion<T>{state});
   });
 }
 
