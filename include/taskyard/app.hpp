@@ -109,10 +109,13 @@ public:
   App& operator=(App&&) = delete;
 
   ~App() {
-    core_->set_phase_at_least(detail::app_phase::stopped);
+    core_->close(); // first, so that nothing below resumes the App's own coroutines
     for (auto& task : core_->live_tasks()) core_->abandon(*task);
     core_->drop_deferred();
-    core_->destroy_waits();
+    // Listeners may hold handles and I/O objects: they go before the io_context does.
+    for (auto* listeners : {&main_process_start_, &before_server_start_, &after_server_start_,
+                            &before_server_stop_, &after_server_stop_, &main_process_stop_})
+      listeners->clear();
     owned_.reset(); // destroys every handler, and with them the coroutine frames they own
     core_->clear();
   }

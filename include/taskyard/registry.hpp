@@ -44,25 +44,26 @@ public:
   registry& operator=(const registry&) = delete;
   ~registry() { clear(); }
 
-  /// Registers a named task, last in order. If a task that has not finished holds the name, throws
-  /// duplicate_task_name, or with name_conflict::replace unregisters that task and returns it (for
-  /// the caller to cancel). A finished task holding the name is unregistered silently.
+  /// Registers a named task, last in order, and returns the task that held the name before, if
+  /// any, unregistered. If that task has not finished, throws duplicate_task_name, unless
+  /// `on_conflict` is name_conflict::replace (the caller then cancels it). A finished task's name
+  /// is free at once. The returned handle may be the last reference to that task: release it with
+  /// no lock held, since a failed task reports to the exception handler as it goes.
   std::optional<Task<>> insert(const Task<>& task, name_conflict on_conflict) {
     const auto& state = task.state_;
-    std::optional<Task<>> displaced;
+    std::optional<Task<>> previous;
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = index_.find(state->name());
     if (it != index_.end()) {
-      if (!it->second->finished()) {
-        if (on_conflict == name_conflict::error) throw duplicate_task_name(state->name());
-        displaced = Task<>(it->second);
-      }
-      unlink(*it->second);
+      if (on_conflict == name_conflict::error && !it->second->finished())
+        throw duplicate_task_name(state->name());
+      previous = Task<>(std::move(it->second));
+      unlink(*previous->state_);
       index_.erase(it);
     }
     index_.emplace(state->name(), state);
     link(*state);
-    return displaced;
+    return previous;
   }
 
   /// The task registered under `name`, if any.

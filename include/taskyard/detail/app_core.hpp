@@ -76,6 +76,7 @@ private:
 /// until the task ends, and stores the outcome in the state.
 template <typename T, typename Factory>
 boost::asio::awaitable<void> run_task(frame_ref<T> state, Factory factory) {
+  std::exception_ptr failure;
   try {
     if constexpr (std::is_void_v<T>) {
       co_await factory();
@@ -83,8 +84,9 @@ boost::asio::awaitable<void> run_task(frame_ref<T> state, Factory factory) {
       state->set_value(co_await factory());
     }
   } catch (...) {
-    state->set_exception(std::current_exception());
+    failure = std::current_exception();
   }
+  state->end(std::move(failure));
 }
 
 /// What co_spawn calls when a task's coroutine has ended (its frames already destroyed).
@@ -105,8 +107,7 @@ struct task_completion {
   void operator()(std::exception_ptr e) const {
     // Only an allocation failure in co_spawn itself arrives here as e: the task's own exceptions
     // are caught by run_task.
-    if (e) state->set_exception(e);
-    state->finish();
+    state->finish(std::move(e));
   }
 };
 
@@ -115,13 +116,16 @@ struct task_completion {
 /// on the io_context (its executor runs possibly-blocking work in place).
 template <typename T, typename Factory>
 void start_task(const std::shared_ptr<task_state<T>>& state, Factory&& factory) {
-  boost::asio::post(state->strand(), [state, f = std::forward<Factory>(factory)]() mutable {
-    if (!state->begin_running()) return; // cancelled before it could start
-    using executor = typename task_state_base::executor_type;
-    executor ex(state->strand(), std::shared_ptr<task_gate>(state));
-    boost::asio::co_spawn(ex, run_task<T>(frame_ref<T>(state), std::move(f)),
-                          task_completion<T>{state});
-  });
+  auto strand = state->strand();
+  if (!strand) return; // cancelled before it could start
+  boost::asio::post(*strand,
+                    [state, strand = *strand, f = std::forward<Factory>(factory)]() mutable {
+                      if (!state->begin_running()) return; // cancelled before it could start
+                      using executor = typename task_state_base::executor_type;
+                      executor ex(std::move(strand), std::shared_ptr<task_gate>(state));
+                      boost::asio::co_spawn(ex, run_task<T>(frame_ref<T>(state), std::move(f)),
+                                            task_completion<T>{state});
+                    });
 }
 
 class app_core final : public task_owner, public std::enable_shared_from_this<app_core> {
@@ -144,12 +148,14 @@ public:
   template <typename Starter>
   void admit(const std::shared_ptr<task_state_base>& state, name_conflict on_conflict,
              Starter&& starter) {
-    std::optional<Task<>> displaced;
+    // The name's previous holder is released after the locks: if it is the last reference to a
+    // failed task, its destructor reports to the exception handler, which may call the App.
+    std::optional<Task<>> previous;
     bool start_now = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (phase_ >= app_phase::draining) throw app_stopped(name);
-      if (!state->name().empty()) displaced = registry.insert(Task<>(state), on_conflict);
+      if (!state->name().empty()) previous = registry.insert(Task<>(state), on_conflict);
       link_live(state);
       if (phase_ == app_phase::created) {
         deferred_.push_back(
@@ -158,7 +164,9 @@ public:
         start_now = true;
       }
     }
-    if (displaced) displaced->cancel("replaced by a new task named '" + state->name() + "'");
+    // A finished previous holder ignores this; a running one was displaced by
+    // name_conflict::replace.
+    if (previous) previous->cancel("replaced by a new task named '" + state->name() + "'");
     if (start_now) starter();
   }
 
@@ -232,9 +240,13 @@ public:
   [[nodiscard]] std::size_t live_count_locked() const noexcept { return live_count_; }
   [[nodiscard]] std::size_t abandoned_frames_locked() const noexcept { return abandoned_frames_; }
 
-  /// Destroys every pending wait on the core (App teardown, before the io_context goes).
-  void destroy_waits() noexcept {
+  /// App teardown, first step: the lifecycle is over, and every coroutine waiting on the core (the
+  /// App's own lifecycle and shutdown) is destroyed rather than resumed, now and from now on, since
+  /// those coroutines belong to the App that is going away.
+  void close() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
+    phase_ = app_phase::stopped;
+    closed_ = true;
     changes_.destroy_all();
   }
 
@@ -302,6 +314,7 @@ private:
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [self, pred](auto handler) {
           std::unique_lock<std::mutex> lock(self->mutex_);
+          if (self->closed_) return; // the handler, and the coroutine it resumes, are destroyed
           if (!pred()) {
             self->changes_.push(std::move(handler), self->ioc.get_executor());
             return;
@@ -356,6 +369,7 @@ private:
   mutable std::mutex mutex_;
   app_phase phase_ = app_phase::created;
   bool stop_requested_ = false;
+  bool closed_ = false;
   task_state_base* live_head_ = nullptr;
   task_state_base* live_tail_ = nullptr;
   std::size_t live_count_ = 0;

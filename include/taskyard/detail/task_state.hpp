@@ -76,7 +76,7 @@ public:
   task_state_base(std::string name, std::shared_ptr<task_owner> owner, strand_type strand,
                   const std::type_info& result_type)
       : name_(std::move(name)), result_type_(result_type), owner_(std::move(owner)),
-        strand_(std::move(strand)) {}
+        io_executor_(strand.get_inner_executor()), strand_(std::move(strand)) {}
 
   task_state_base(const task_state_base&) = delete;
   task_state_base& operator=(const task_state_base&) = delete;
@@ -88,7 +88,13 @@ public:
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] const std::type_info& result_type() const noexcept { return result_type_; }
-  [[nodiscard]] const strand_type& strand() const noexcept { return strand_; }
+  /// The task's strand while it has not finished; nothing once it has. A finished task lets go of
+  /// its strand, which belongs to the io_context, so that a handle may outlive the App and its
+  /// io_context.
+  [[nodiscard]] std::optional<strand_type> strand() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return strand_;
+  }
 
   [[nodiscard]] task_status status() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -110,10 +116,11 @@ public:
     return cancel_requested_;
   }
 
-  /// Requests cancellation; see Task::cancel. Returns false if the task had already finished.
+  /// Requests cancellation; see Task::cancel. Returns false if the task had already finished, or
+  /// its coroutine had already ended (its outcome is settled even if done() is not yet true).
   bool request_cancel(std::string message) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (finished_locked()) return false;
+    if (finished_locked() || ended_) return false;
     cancel_requested_ = true;
     cancel_message_ = std::move(message);
     if (status_ == task_status::pending) {
@@ -122,8 +129,9 @@ public:
       complete_locked(lock);
       return true;
     }
+    auto strand = strand_;
     lock.unlock();
-    emit_cancellation();
+    emit_cancellation(std::move(strand));
     return true;
   }
 
@@ -136,17 +144,25 @@ public:
     return true;
   }
 
-  /// Called by the task's coroutine when it ends by an exception.
-  void set_exception(std::exception_ptr e) noexcept { exception_ = std::move(e); }
+  /// Called by the task's coroutine as it ends, with the exception it ended by (or null). Settles
+  /// the outcome: a cancellation requested from now on comes too late to change it.
+  void end(std::exception_ptr e) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    exception_ = std::move(e);
+    ended_ = true;
+    ended_after_cancel_ = cancel_requested_;
+  }
 
-  /// Called on the task's strand once its coroutine frames are gone.
-  void finish() {
+  /// Called on the task's strand once its coroutine frames are gone; `e` is an exception co_spawn
+  /// itself reports (an allocation failure before the coroutine could run).
+  void finish(std::exception_ptr e) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (finished_locked()) return; // given up on already
+    if (!ended_) exception_ = std::move(e);
     if (exception_) {
       status_ = is_operation_aborted(exception_) ? task_status::cancelled : task_status::failed;
     } else {
-      status_ = cancel_requested_ ? task_status::cancelled : task_status::succeeded;
+      status_ = ended_after_cancel_ ? task_status::cancelled : task_status::succeeded;
     }
     complete_locked(lock);
   }
@@ -163,15 +179,13 @@ public:
   /// io_context is destroyed, for an operation that cannot be cancelled).
   void abandon() {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (!finished_locked()) {
-      cancel_requested_ = true;
-      status_ = task_status::cancelled;
-      forced_ = true;
-      complete_locked(lock);
-    } else {
-      lock.unlock();
-    }
-    emit_cancellation();
+    if (finished_locked()) return; // its frames are gone already
+    auto strand = strand_;
+    cancel_requested_ = true;
+    status_ = task_status::cancelled;
+    forced_ = true;
+    complete_locked(lock);
+    emit_cancellation(std::move(strand));
   }
 
   /// Called when the task's coroutine frame is destroyed, by whatever path.
@@ -221,12 +235,11 @@ public:
         [self](auto handler) {
           std::unique_lock<std::mutex> lock(self->mutex_);
           if (!self->finished_locked()) {
-            self->waiters_.push(std::move(handler), self->strand_.get_inner_executor());
+            self->waiters_.push(std::move(handler), self->io_executor_);
             return;
           }
           lock.unlock();
-          auto ex =
-              boost::asio::get_associated_executor(handler, self->strand_.get_inner_executor());
+          auto ex = boost::asio::get_associated_executor(handler, self->io_executor_);
           boost::asio::post(ex, [h = std::move(handler)]() mutable {
             std::move(h)(boost::system::error_code{});
           });
@@ -257,16 +270,22 @@ private:
     return status_ != task_status::pending && status_ != task_status::running;
   }
 
+  // Called once the status says finished: wakes the waiters, lets go of the strand, tells the
+  // owner.
   void complete_locked(std::unique_lock<std::mutex>& lock) {
     waiters_.complete_all(lock);
+    std::optional<strand_type> released = std::move(strand_);
+    strand_.reset();
     lock.unlock();
+    released.reset();
     if (owner_) owner_->task_finished(*this);
   }
 
   // The signal may only be emitted where the task runs; the strand is the task's executor without
   // the gate, so cancellation still reaches a task that has been given up on.
-  void emit_cancellation() {
-    boost::asio::post(strand_, [self = shared_from_gate()] {
+  void emit_cancellation(std::optional<strand_type> strand) {
+    if (!strand) return;
+    boost::asio::post(*strand, [self = shared_from_gate()] {
       self->signal_.emit(boost::asio::cancellation_type::terminal);
     });
   }
@@ -278,10 +297,13 @@ private:
   const std::string name_;
   const std::type_info& result_type_;
   std::shared_ptr<task_owner> owner_;
-  strand_type strand_;
+  const boost::asio::io_context::executor_type io_executor_; // fallback for waiters' handlers
+  std::optional<strand_type> strand_;
   mutable std::mutex mutex_;
   task_status status_ = task_status::pending;
   bool cancel_requested_ = false;
+  bool ended_ = false;              // the coroutine has returned or thrown
+  bool ended_after_cancel_ = false; // ... after its cancellation was requested
   bool forced_ = false;
   mutable bool observed_ = false;
   std::string cancel_message_;

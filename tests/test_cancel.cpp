@@ -1,0 +1,630 @@
+#include <taskyard/app.hpp>
+// Cancellation: cancel_task and Task::cancel, messages, cleanup after cancellation, cancelling
+// oneself, tasks that never started, waiters, foreign threads.
+
+#include "support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <chrono>
+#include <exception>
+#include <future>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace asio = boost::asio;
+using taskyard::App;
+using taskyard::Task;
+
+namespace {
+
+asio::awaitable<int> forty_two() { co_return 42; }
+
+/// The error a wait for `t` ended with: empty if it succeeded, the system_error's code otherwise.
+asio::awaitable<boost::system::error_code> wait_error(Task<> t) {
+  try {
+    co_await t.wait();
+  } catch (const boost::system::system_error& e) {
+    co_return e.code();
+  }
+  co_return boost::system::error_code{};
+}
+
+bool is_aborted(const boost::system::system_error& e) {
+  return e.code() == asio::error::operation_aborted;
+}
+
+} // namespace
+
+TEST_CASE("cancel_task cancels a task and waits until it has finished", "[cancel]") {
+  App app{"cancel-task"};
+  bool saw_cancellation = false;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<> t = a.add_task(
+        [&]() -> asio::awaitable<void> {
+          try {
+            co_await test::suspend_forever();
+          } catch (const boost::system::system_error& e) {
+            saw_cancellation = is_aborted(e);
+            throw;
+          }
+        },
+        "sleeper");
+    co_await test::yield();
+    CHECK_FALSE(t.done());
+
+    auto cancel_returned = co_await a.cancel_task("sleeper", "no longer needed");
+    CHECK(cancel_returned);
+    // Finished by the time cancel_task returns.
+    CHECK(t.done());
+    CHECK(t.cancelled());
+    CHECK_FALSE(t.failed());
+    CHECK(saw_cancellation);
+    CHECK(t.cancel_message() == "no longer needed");
+    CHECK(t.exception() == nullptr); // cancelled is not failed
+    // Still registered, as finished tasks are until purged.
+    CHECK(a.get_task("sleeper") == t);
+  });
+}
+
+TEST_CASE("Task::cancel returns true on a running task and false, doing nothing, on a finished "
+          "one",
+          "[cancel]") {
+  App app{"task-cancel"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<> sleeper = a.add_task(test::suspend_forever());
+    co_await test::yield();
+    CHECK(sleeper.cancel("first"));
+    // Does not wait: the task ends later, on its own strand.
+    auto sleeper_error = co_await wait_error(sleeper);
+    CHECK(sleeper_error == asio::error::operation_aborted);
+    CHECK(sleeper.cancelled());
+    CHECK(sleeper.cancel_message() == "first");
+    CHECK_FALSE(sleeper.cancel("second")); // finished: a no-op
+    CHECK(sleeper.cancel_message() == "first");
+
+    Task<int> answer = a.add_task(forty_two());
+    auto answer_value = co_await answer.wait();
+    CHECK(answer_value == 42);
+    CHECK_FALSE(answer.cancel("too late"));
+    CHECK_FALSE(answer.cancelled());
+    CHECK(answer.cancel_message().empty());
+    CHECK(answer.result() == 42);
+
+    // The message kept is the last one given while the task runs.
+    Task<> twice = a.add_task(test::suspend_forever());
+    co_await test::yield();
+    CHECK(twice.cancel("one"));
+    CHECK(twice.cancel("two"));
+    auto twice_error = co_await wait_error(twice);
+    CHECK(twice_error == asio::error::operation_aborted);
+    CHECK(twice.cancel_message() == "two");
+  });
+}
+
+TEST_CASE("cancel_task on a finished task does nothing: the task keeps its result", "[cancel]") {
+  App app{"cancel-finished"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<int> answer = a.add_task(forty_two(), "answer");
+    auto answer_value = co_await answer.wait();
+    CHECK(answer_value == 42);
+    auto cancel_returned = co_await a.cancel_task("answer", "pointless");
+    CHECK(cancel_returned); // registered: true
+    CHECK(answer.done());
+    CHECK_FALSE(answer.cancelled());
+    CHECK(answer.cancel_message().empty());
+    CHECK(answer.result() == 42);
+    auto answer_value2 = co_await answer.wait();
+    CHECK(answer_value2 == 42);
+
+    // A cancelled task keeps its first cancellation's message.
+    Task<> sleeper = a.add_task(test::suspend_forever(), "sleeper");
+    auto cancel_returned2 = co_await a.cancel_task("sleeper", "first");
+    CHECK(cancel_returned2);
+    auto cancel_returned3 = co_await a.cancel_task("sleeper", "second");
+    CHECK(cancel_returned3);
+    CHECK(sleeper.cancel_message() == "first");
+  });
+}
+
+TEST_CASE("cancel_task on an unknown name throws task_not_found, or returns false with "
+          "missing_task::ignore",
+          "[cancel][errors]") {
+  App app{"cancel-unknown"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<> other = a.add_task(test::suspend_forever(), "other");
+    std::string what;
+    try {
+      co_await a.cancel_task("ghost", "whatever");
+    } catch (const taskyard::task_not_found& e) {
+      what = e.what();
+    }
+    CHECK_THAT(what, Catch::Contains("'ghost'"));
+
+    auto cancel_returned = co_await a.cancel_task("ghost", "", taskyard::missing_task::ignore);
+    CHECK_FALSE(cancel_returned);
+    auto cancel_returned2 = co_await a.cancel_task("other", "", taskyard::missing_task::ignore);
+    CHECK(cancel_returned2);
+    CHECK(other.cancelled());
+
+    // A purged task is unknown too.
+    CHECK(a.purge_tasks() == 1);
+    auto cancel_returned3 = co_await a.cancel_task("other", "", taskyard::missing_task::ignore);
+    CHECK_FALSE(cancel_returned3);
+  });
+}
+
+TEST_CASE("cancel_task waits for a task's asynchronous cleanup after cancellation",
+          "[cancel][cleanup]") {
+  App app{"cleanup"};
+  test::signal suspended(app.io_context());
+  bool caught = false;
+  int cleanup_steps = 0;
+  bool cleanup_finished = false;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<> t = a.add_task(
+        [&]() -> asio::awaitable<void> {
+          suspended.notify();
+          try {
+            co_await test::suspend_forever();
+          } catch (const boost::system::system_error& e) {
+            if (!is_aborted(e)) throw;
+            caught = true;
+          }
+          // Clean up asynchronously, across several suspension points.
+          co_await asio::this_coro::reset_cancellation_state();
+          for (int i = 0; i < 5; ++i) {
+            co_await test::yield();
+            ++cleanup_steps;
+          }
+          asio::steady_timer timer(co_await asio::this_coro::executor,
+                                   std::chrono::milliseconds(1));
+          co_await timer.async_wait(asio::use_awaitable);
+          co_await test::yield();
+          cleanup_finished = true; // the very last thing the task does
+        },
+        "cleaner");
+    co_await suspended.wait();
+
+    auto cancel_returned = co_await a.cancel_task("cleaner", "closing");
+    CHECK(cancel_returned);
+    CHECK(caught);
+    CHECK(cleanup_steps == 5);
+    CHECK(cleanup_finished);
+    CHECK(t.done());
+    // It returned normally after its cancellation was requested: that counts as cancelled.
+    CHECK(t.cancelled());
+    CHECK(t.cancel_message() == "closing");
+  });
+}
+
+TEST_CASE("after catching the cancellation, every co_await throws until the task resets its "
+          "cancellation state",
+          "[cancel][cleanup]") {
+  App app{"reset"};
+  test::signal suspended(app.io_context());
+  int aborted_seen = 0;
+  bool resumed_after_reset = false;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<> t = a.add_task(
+        [&]() -> asio::awaitable<void> {
+          suspended.notify();
+          try {
+            co_await test::suspend_forever();
+          } catch (const boost::system::system_error& e) {
+            if (is_aborted(e)) ++aborted_seen;
+          }
+          try {
+            co_await test::yield();
+          } catch (const boost::system::system_error& e) {
+            if (is_aborted(e)) ++aborted_seen;
+          }
+          co_await asio::this_coro::reset_cancellation_state();
+          co_await test::yield();
+          resumed_after_reset = true;
+        },
+        "stubborn");
+    co_await suspended.wait();
+    auto cancel_returned = co_await a.cancel_task("stubborn");
+    CHECK(cancel_returned);
+    CHECK(aborted_seen == 2);
+    CHECK(resumed_after_reset);
+    CHECK(t.cancelled());
+  });
+}
+
+TEST_CASE("a task that cancels itself by name does not hang: it ends cancelled", "[cancel][self]") {
+  App app{"self-cancel"};
+  bool before = false;
+  bool after = false;
+  bool saw_aborted = false;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<> me = a.add_task(
+        [&](App& app_) -> asio::awaitable<void> {
+          before = true;
+          try {
+            co_await app_.cancel_task("me", "by myself");
+          } catch (const boost::system::system_error& e) {
+            saw_aborted = is_aborted(e);
+            throw;
+          }
+          after = true; // never reached: the cancellation arrives at that co_await
+        },
+        "me");
+    auto me_error = co_await wait_error(me);
+    CHECK(me_error == asio::error::operation_aborted);
+    CHECK(before);
+    CHECK(saw_aborted);
+    CHECK_FALSE(after);
+    CHECK(me.done());
+    CHECK(me.cancelled());
+    CHECK(me.cancel_message() == "by myself");
+    // And from the outside, cancelling it again is a no-op that returns at once.
+    auto cancel_returned = co_await a.cancel_task("me");
+    CHECK(cancel_returned);
+    CHECK(me.cancel_message() == "by myself");
+  });
+}
+
+TEST_CASE("cancelling a task added before run makes it cancelled at once: it never runs",
+          "[cancel][before_run]") {
+  App app{"before-run"};
+  int invoked = 0;
+  int ran = 0;
+  Task<> t = app.add_task(
+      [&](App&) {
+        ++invoked;
+        return [](int& counter) -> asio::awaitable<void> {
+          ++counter;
+          co_return;
+        }(ran);
+      },
+      "early");
+  Task<> unnamed = app.add_task([&]() -> asio::awaitable<void> {
+    ++ran;
+    co_return;
+  });
+  CHECK_FALSE(t.done());
+  CHECK(t.cancel("not needed"));
+  CHECK(unnamed.cancel());
+  // At once: before the App ever runs.
+  CHECK(t.done());
+  CHECK(t.cancelled());
+  CHECK(unnamed.cancelled());
+  CHECK(t.cancel_message() == "not needed");
+  CHECK_FALSE(t.cancel("again"));
+  CHECK(t.cancel_message() == "not needed");
+
+  boost::system::error_code waited;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    waited = co_await wait_error(t);
+    CHECK(a.get_task("early") == t); // still registered, like any finished task
+    auto cancel_returned = co_await a.cancel_task("early", "once more");
+    CHECK(cancel_returned); // a no-op
+  });
+  CHECK(waited == asio::error::operation_aborted);
+  CHECK(t.cancel_message() == "not needed");
+  CHECK(invoked == 0);
+  CHECK(ran == 0);
+}
+
+TEST_CASE("a task cancelled before it got to start never runs", "[cancel]") {
+  App app{"not-started"};
+  int ran = 0;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    // The start is scheduled, never inline: the task has not started when add_task returns.
+    Task<> t = a.add_task(
+        [&]() -> asio::awaitable<void> {
+          ++ran;
+          co_return;
+        },
+        "too-late");
+    CHECK(t.cancel("changed my mind"));
+    CHECK(t.done());
+    CHECK(t.cancelled());
+    auto t_error = co_await wait_error(t);
+    CHECK(t_error == asio::error::operation_aborted);
+
+    Task<> u = a.add_task([&]() -> asio::awaitable<void> {
+      ++ran;
+      co_return;
+    });
+    auto cancel_returned = co_await a.cancel_task("too-late");
+    CHECK(cancel_returned == true);
+    CHECK(u.cancel());
+    CHECK(u.cancelled());
+    co_await test::yield();
+  });
+  CHECK(ran == 0);
+}
+
+TEST_CASE("wait() and result() of a cancelled task throw operation_aborted with the message",
+          "[cancel]") {
+  App app{"wait-cancelled"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<int> t = a.add_task(
+        []() -> asio::awaitable<int> {
+          co_await test::suspend_forever();
+          co_return 1;
+        },
+        "victim");
+    co_await test::yield();
+    auto cancel_returned = co_await a.cancel_task("victim", "shutting the shop");
+    CHECK(cancel_returned);
+
+    boost::system::error_code code;
+    std::string what;
+    try {
+      (void)co_await t.wait();
+    } catch (const boost::system::system_error& e) {
+      code = e.code();
+      what = e.what();
+    }
+    CHECK(code == asio::error::operation_aborted);
+    CHECK_THAT(what, Catch::Contains("'victim'") && Catch::Contains("shutting the shop"));
+
+    try {
+      (void)t.result();
+      FAIL("result() of a cancelled task did not throw");
+    } catch (const boost::system::system_error& e) {
+      CHECK(e.code() == asio::error::operation_aborted);
+    }
+    Task<> any = t;
+    CHECK_THROWS_AS(any.result(), boost::system::system_error);
+    CHECK(t.exception() == nullptr);
+  });
+}
+
+TEST_CASE("a task can be cancelled from a foreign thread while the io_context runs",
+          "[cancel][threads]") {
+  App app{"foreign"};
+  test::signal suspended(app.io_context());
+  std::atomic<int> cleanups{0};
+  auto victim = [&]() -> asio::awaitable<void> {
+    suspended.notify();
+    try {
+      co_await test::suspend_forever();
+    } catch (const boost::system::system_error&) {
+      ++cleanups;
+      throw;
+    }
+  };
+
+  Task<> first;
+  Task<> second;
+  bool cancel_returned = false;
+  boost::system::error_code first_error;
+  bool cancel_task_returned = false;
+  bool done_when_cancel_task_returned = false;
+  bool cancelled_when_cancel_task_returned = false;
+  std::string foreign_exception;
+  boost::system::error_code second_error;
+
+  test::run_app(
+      app,
+      [&](App& a) -> asio::awaitable<void> {
+        // Task::cancel from a thread that does not run the io_context.
+        first = a.add_task(victim, "first");
+        co_await suspended.wait(); // the task is suspended by the time this is seen
+        std::thread canceller([&] { cancel_returned = first.cancel("from a foreign thread"); });
+        first_error = co_await wait_error(first);
+        canceller.join();
+
+        // cancel_task, spawned from a foreign thread, waited for there.
+        second = a.add_task(victim, "second");
+        co_await suspended.wait();
+        std::thread awaiter([&] {
+          try {
+            auto done = asio::co_spawn(a.get_executor(), a.cancel_task("second", "from afar"),
+                                       asio::use_future);
+            cancel_task_returned = done.get();
+            done_when_cancel_task_returned = second.done();
+            cancelled_when_cancel_task_returned = second.cancelled();
+          } catch (const std::exception& e) {
+            foreign_exception = e.what();
+          }
+        });
+        second_error = co_await wait_error(second);
+        awaiter.join();
+      },
+      {.threads = 2, .handle_signals = false});
+
+  CHECK(cancel_returned);
+  CHECK(first_error == asio::error::operation_aborted);
+  CHECK(first.cancelled());
+  CHECK(first.cancel_message() == "from a foreign thread");
+
+  CHECK(foreign_exception.empty());
+  CHECK(cancel_task_returned);
+  CHECK(done_when_cancel_task_returned);
+  CHECK(cancelled_when_cancel_task_returned);
+  CHECK(second_error == asio::error::operation_aborted);
+  CHECK(second.cancel_message() == "from afar");
+  CHECK(cleanups.load() == 2);
+}
+
+TEST_CASE("a task that returns normally after catching the cancellation counts as cancelled",
+          "[cancel]") {
+  App app{"swallowed"};
+  test::signal suspended(app.io_context());
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<int> t = a.add_task(
+        [&]() -> asio::awaitable<int> {
+          suspended.notify();
+          try {
+            co_await test::suspend_forever();
+          } catch (const boost::system::system_error&) {
+            co_return -1; // swallowed: returns a value instead
+          }
+          co_return 1;
+        },
+        "swallower");
+    co_await suspended.wait();
+    auto cancel_returned = co_await a.cancel_task("swallower", "stop");
+    CHECK(cancel_returned);
+    CHECK(t.done());
+    CHECK(t.cancelled());
+    CHECK_FALSE(t.failed());
+    CHECK(t.exception() == nullptr);
+    auto t_error = co_await wait_error(t);
+    CHECK(t_error == asio::error::operation_aborted);
+    CHECK_THROWS_AS(t.result(), boost::system::system_error);
+  });
+}
+
+TEST_CASE("a cancelled waiter abandons only its wait: the task it waited for runs on",
+          "[cancel][wait]") {
+  App app{"waiter"};
+  test::signal waiting(app.io_context());
+  test::signal release(app.io_context());
+  boost::system::error_code waiter_saw;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<int> target = a.add_task(
+        [&]() -> asio::awaitable<int> {
+          co_await release.wait();
+          co_return 7;
+        },
+        "target");
+    Task<> waiter = a.add_task([&, target]() -> asio::awaitable<void> {
+      waiting.notify();
+      try {
+        (void)co_await target.wait();
+      } catch (const boost::system::system_error& e) {
+        waiter_saw = e.code();
+        throw;
+      }
+    });
+    co_await waiting.wait(); // the waiter is suspended in target.wait()
+    CHECK(waiter.cancel("stop waiting"));
+    auto waiter_error = co_await wait_error(waiter);
+    CHECK(waiter_error == asio::error::operation_aborted);
+    CHECK(waiter.cancelled());
+    CHECK(waiter_saw == asio::error::operation_aborted);
+
+    // The target was not affected, and its result is still there for others.
+    CHECK_FALSE(target.done());
+    CHECK(target.cancel_message().empty());
+    release.notify();
+    auto target_value = co_await target.wait();
+    CHECK(target_value == 7);
+    CHECK_FALSE(target.cancelled());
+  });
+}
+
+TEST_CASE("cancelling the caller of cancel_task abandons its wait: the task still ends cancelled",
+          "[cancel][wait]") {
+  App app{"abandon-cancel-task"};
+  test::signal suspended(app.io_context());
+  test::signal calling(app.io_context());
+  test::signal finish_cleanup(app.io_context());
+  bool cleaned = false;
+  bool canceller_returned = false;
+  boost::system::error_code canceller_saw;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<> slow = a.add_task(
+        [&]() -> asio::awaitable<void> {
+          suspended.notify();
+          try {
+            co_await test::suspend_forever();
+          } catch (const boost::system::system_error&) {}
+          co_await asio::this_coro::reset_cancellation_state();
+          co_await finish_cleanup.wait();
+          cleaned = true;
+        },
+        "slow");
+    co_await suspended.wait();
+
+    Task<> canceller = a.add_task([&](App& app_) -> asio::awaitable<void> {
+      calling.notify();
+      try {
+        co_await app_.cancel_task("slow", "bye");
+        canceller_returned = true;
+      } catch (const boost::system::system_error& e) {
+        canceller_saw = e.code();
+        throw;
+      }
+    });
+    co_await calling.wait(); // the canceller is waiting for "slow" to finish its cleanup
+    CHECK(canceller.cancel());
+    auto canceller_error = co_await wait_error(canceller);
+    CHECK(canceller_error == asio::error::operation_aborted);
+    CHECK(canceller_saw == asio::error::operation_aborted);
+    CHECK_FALSE(canceller_returned);
+
+    // "slow" got the cancellation and is still cleaning up.
+    CHECK_FALSE(slow.done());
+    CHECK(slow.cancel_message() == "bye");
+    finish_cleanup.notify();
+    auto slow_error = co_await wait_error(slow);
+    CHECK(slow_error == asio::error::operation_aborted);
+    CHECK(cleaned);
+    CHECK(slow.cancelled());
+  });
+}
+
+TEST_CASE("a task that fails while handling its cancellation is failed: cancel_task does not "
+          "rethrow",
+          "[cancel][errors]") {
+  App app{"fail-in-cleanup"};
+  test::signal suspended(app.io_context());
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<> t = a.add_task(
+        [&]() -> asio::awaitable<void> {
+          suspended.notify();
+          try {
+            co_await test::suspend_forever();
+          } catch (const boost::system::system_error&) {}
+          throw std::runtime_error("cleanup failed");
+        },
+        "clumsy");
+    co_await suspended.wait();
+    bool returned = false;
+    try {
+      returned = co_await a.cancel_task("clumsy", "stop");
+    } catch (...) {
+      FAIL("cancel_task rethrew the task's own failure");
+    }
+    CHECK(returned);
+    CHECK(t.done());
+    CHECK(t.failed());
+    CHECK_FALSE(t.cancelled());
+    std::string what;
+    try {
+      co_await t.wait();
+    } catch (const std::runtime_error& e) {
+      what = e.what();
+    }
+    CHECK(what == "cleanup failed");
+  });
+}
+
+TEST_CASE("a task whose coroutine has returned keeps its result if cancelled afterwards",
+          "[cancel]") {
+  App app{"returned"};
+  test::signal returning(app.io_context());
+  bool returned = false;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<int> t = a.add_task(
+        [&]() -> asio::awaitable<int> {
+          returning.notify();
+          returned = true;
+          co_return 42; // no suspension point after the notification
+        },
+        "quick");
+    co_await returning.wait();
+    REQUIRE(returned); // the coroutine has returned its value: it ended before any cancellation
+    INFO("done() when cancelled: " << t.done());
+    (void)t.cancel("too late");
+    boost::system::error_code code = co_await wait_error(t);
+    CHECK_FALSE(code);
+    CHECK_FALSE(t.cancelled());
+    CHECK(t.done());
+    if (!t.cancelled()) CHECK(t.result() == 42);
+  });
+}
