@@ -270,15 +270,17 @@ private:
     return status_ != task_status::pending && status_ != task_status::running;
   }
 
-  // Called once the status says finished: wakes the waiters, lets go of the strand, tells the
-  // owner.
+  // Called once the status says finished: lets go of the strand, tells the owner (which may
+  // unregister the task), and only then wakes the waiters, so that a waiter sees the task gone
+  // from the registry under auto_purge.
   void complete_locked(std::unique_lock<std::mutex>& lock) {
-    waiters_.complete_all(lock);
     std::optional<strand_type> released = std::move(strand_);
     strand_.reset();
+    wait_list::node* woken = waiters_.detach_all();
     lock.unlock();
     released.reset();
     if (owner_) owner_->task_finished(*this);
+    wait_list::complete_detached(woken);
   }
 
   // The signal may only be emitted where the task runs; the strand is the task's executor without

@@ -69,19 +69,30 @@ public:
     w->arm_cancellation();
   }
 
-  /// Completes every pending wait with success. Requires the mutex to be held by `lock`, which is
-  /// released while the completions are posted.
-  void complete_all(std::unique_lock<std::mutex>& lock) {
+  /// Unlinks every pending wait, to be completed later by complete_detached. Requires the mutex.
+  [[nodiscard]] node* detach_all() noexcept {
     node* first = head_;
     head_ = tail_ = nullptr;
     for (node* n = first; n != nullptr; n = n->next_) n->linked_ = false;
-    lock.unlock();
+    return first;
+  }
+
+  /// Completes, with success, waits returned by detach_all. Call it with no lock held.
+  static void complete_detached(node* first) {
     while (first != nullptr) {
       node* next = first->next_;
       first->prev_ = first->next_ = nullptr;
       first->complete({});
       first = next;
     }
+  }
+
+  /// Completes every pending wait with success. Requires the mutex to be held by `lock`, which is
+  /// released while the completions are posted.
+  void complete_all(std::unique_lock<std::mutex>& lock) {
+    node* first = detach_all();
+    lock.unlock();
+    complete_detached(first);
     lock.lock();
   }
 
