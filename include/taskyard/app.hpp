@@ -110,6 +110,7 @@ public:
 
   ~App() {
     core_->close(); // first, so that nothing below resumes the App's own coroutines
+    if (lifecycle_) core_->abandon(*lifecycle_);
     for (auto& task : core_->live_tasks()) core_->abandon(*task);
     core_->drop_deferred();
     // Listeners may hold handles and I/O objects: they go before the io_context does.
@@ -318,22 +319,30 @@ public:
         if (!ec) stop();
       });
     }
-    std::exception_ptr failure;
-    boost::asio::co_spawn(ioc, lifecycle(true), [&](std::exception_ptr e) {
-      failure = e;
-      if (signals) signals->cancel();
-      ioc.stop();
-    });
+    auto lifecycle = start_lifecycle(true);
+    // Nothing of this frame is captured: the wait may outlive run() if the io_context is stopped
+    // from elsewhere. The signal_set is cancelled as it goes out of scope.
+    lifecycle->async_wait_finished([&ioc](const boost::system::error_code&) { ioc.stop(); });
     run_on_threads(ioc, options.threads == 0 ? 1 : options.threads);
-    if (failure) std::rethrow_exception(failure);
+    if (auto failure = lifecycle->take_failure()) std::rethrow_exception(failure);
   }
 
   /// The lifecycle without the main-process listeners and without signal handling, as a coroutine,
   /// for a server that runs its io_context itself: `co_spawn(ioc, app.serve(), detached)`.
-  /// Completes once the stop sequence is over. Throws app_running if the App has already started.
+  /// Completes once the stop sequence is over, rethrowing the first exception a listener threw.
+  /// Throws app_running if the App has already started. Cancelling it stops the App, as stop()
+  /// does, and stops waiting for the stop sequence (which goes on).
   boost::asio::awaitable<void> serve() {
     core_->begin();
-    co_await lifecycle(false);
+    auto core = core_; // from here on, nothing of *this is touched: the App may be gone
+    auto lifecycle = start_lifecycle(false);
+    try {
+      co_await lifecycle->async_wait_finished(boost::asio::use_awaitable);
+    } catch (const boost::system::system_error&) {
+      core->request_stop();
+      throw;
+    }
+    lifecycle->rethrow_outcome();
   }
 
   /// Asks the App to stop serving: the stop sequence begins. Tasks may still be added until
@@ -422,6 +431,16 @@ private:
     }
   }
 
+  /// Starts the lifecycle as an internal task: on a strand and behind a gate of its own, so that
+  /// once the App is destroyed nothing of it runs again, whatever it was waiting for.
+  std::shared_ptr<detail::task_state<void>> start_lifecycle(bool main_process) {
+    lifecycle_ = std::make_shared<detail::task_state<void>>(
+        "lifecycle of app '" + core_->name + "'", core_, boost::asio::make_strand(core_->ioc),
+        typeid(void));
+    detail::start_task(lifecycle_, [this, main_process] { return lifecycle(main_process); });
+    return lifecycle_;
+  }
+
   boost::asio::awaitable<void> lifecycle(bool main_process) {
     std::exception_ptr error;
     try {
@@ -476,6 +495,7 @@ private:
 
   std::unique_ptr<boost::asio::io_context> owned_;
   std::shared_ptr<detail::app_core> core_;
+  std::shared_ptr<detail::task_state<void>> lifecycle_;
   std::vector<listener> main_process_start_, before_server_start_, after_server_start_,
       before_server_stop_, after_server_stop_, main_process_stop_;
 };

@@ -16,5 +16,6 @@
 #include <taskyard/inject.hpp>
 #include <taskyard/registry.hpp>
 #include <taskyard/task.hpp>
+#include <taskyard/version.hpp>
 
 #endif // TASKYARD_TASKYARD_HPP

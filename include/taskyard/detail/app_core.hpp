@@ -198,11 +198,6 @@ public:
     if (phase_ < p) phase_ = p;
   }
 
-  [[nodiscard]] app_phase phase() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return phase_;
-  }
-
   /// Strong references to every unfinished task, in the order they were added.
   [[nodiscard]] std::vector<std::shared_ptr<task_state_base>> live_tasks() const {
     std::lock_guard<std::mutex> lock(mutex_);

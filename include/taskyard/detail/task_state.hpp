@@ -111,11 +111,6 @@ public:
     return cancel_message_;
   }
 
-  [[nodiscard]] bool cancel_requested() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return cancel_requested_;
-  }
-
   /// Requests cancellation; see Task::cancel. Returns false if the task had already finished, or
   /// its coroutine had already ended (its outcome is settled even if done() is not yet true).
   bool request_cancel(std::string message) {
@@ -245,12 +240,6 @@ public:
           });
         },
         token);
-  }
-
-  /// Destroys pending waits without completing them; App teardown only.
-  void destroy_waiters() noexcept {
-    std::lock_guard<std::mutex> lock(mutex_);
-    waiters_.destroy_all();
   }
 
   /// The slot co_spawn binds the task's cancellation to.

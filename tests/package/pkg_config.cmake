@@ -1,0 +1,40 @@
+# package.pkg_config: the consumer is built by a plain compiler command with the flags from
+# `pkg-config --cflags taskyard` (tests/consumer/pkg-config/build.sh, as in the README), from a copy
+# of the installed tree moved elsewhere: taskyard.pc finds its prefix from its own place.
+include("${CMAKE_CURRENT_LIST_DIR}/common.cmake")
+
+if(NOT PKG_CONFIG)
+  message(FATAL_ERROR "pkg-config not found (scripts/install-deps.sh installs it)")
+endif()
+set(moved "${WORK_DIR}/moved-prefix")
+file(COPY "${PREFIX}/" DESTINATION "${moved}")
+
+set(ENV{PKG_CONFIG_PATH} "${moved}/share/pkgconfig")
+run(COMMAND "${PKG_CONFIG}" --modversion taskyard OUTPUT version)
+if(NOT version STREQUAL "${EXPECTED_VERSION}\n")
+  message(FATAL_ERROR "pkg-config --modversion taskyard: ${version}, not ${EXPECTED_VERSION}")
+endif()
+run(COMMAND "${PKG_CONFIG}" --cflags taskyard OUTPUT cflags)
+string(FIND "${cflags}" "-I${moved}/" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "pkg-config --cflags taskyard does not point into ${moved}: ${cflags}")
+endif()
+
+make_consumer("${WORK_DIR}/src" "${CONSUMER_DIR}/pkg-config/build.sh")
+set(cxx "${CXX_COMPILER}")
+if(CXX_LAUNCHER)
+  set(cxx "${CXX_LAUNCHER} ${CXX_COMPILER}")
+endif()
+run(COMMAND "${CMAKE_COMMAND}" -E env "prefix=${moved}" "CXX=${cxx}" sh -e build.sh
+  WORKING_DIRECTORY "${WORK_DIR}/src" OUTPUT output)
+string(LENGTH "${EXPECTED_OUTPUT}" length)
+string(LENGTH "${output}" output_length)
+math(EXPR start "${output_length} - ${length}")
+if(start LESS 0)
+  set(start 0)
+endif()
+string(SUBSTRING "${output}" ${start} -1 tail)
+if(NOT tail STREQUAL EXPECTED_OUTPUT)
+  message(FATAL_ERROR "build.sh printed\n${output}\ninstead of ending with\n${EXPECTED_OUTPUT}")
+endif()
+message(STATUS "build.sh printed: ${output}")
