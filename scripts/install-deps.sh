@@ -3,7 +3,9 @@
 # Idempotent: installs nothing when everything is there. Run as root (or through sudo).
 set -euo pipefail
 
-packages=(libboost1.81-dev catch2 libbenchmark-dev cmake g++ make ccache)
+# clang-14 builds the `clang` preset (not a later Debian clang: clang-16 miscompiles multithreaded
+# Asio coroutines at -O1/-O2); pkgconf provides pkg-config for the package.pkg_config test.
+packages=(libboost1.81-dev catch2 libbenchmark-dev cmake g++ clang-14 make ccache pkgconf)
 
 missing=()
 for p in "${packages[@]}"; do

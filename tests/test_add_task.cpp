@@ -112,7 +112,7 @@ TEST_CASE("add_task never runs the task inside the call", "[add_task]") {
   });
 }
 
-TEST_CASE("tasks added before run start when the App starts; callables are invoked only then",
+TEST_CASE("tasks added before run start when the App starts, and callables are invoked only then",
           "[add_task][before_run]") {
   App app{"deferred"};
   int invoked = 0;
