@@ -16,6 +16,7 @@
 #include <taskyard/detail/app_core.hpp>
 #include <taskyard/detail/task_state.hpp>
 #include <taskyard/errors.hpp>
+#include <taskyard/events.hpp>
 #include <taskyard/inject.hpp>
 #include <taskyard/registry.hpp>
 #include <taskyard/task.hpp>
@@ -263,6 +264,53 @@ public:
   /// shutdown_tasks with config().graceful_shutdown_timeout (15 s by default).
   boost::asio::awaitable<shutdown_result> shutdown_tasks() {
     return shutdown_tasks(core_->config.graceful_shutdown_timeout);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Events
+
+  /// Waits for the next dispatch(name) (Sanic's `await app.event(name)`). No registration is
+  /// needed. Throws invalid_event_name if the name is empty. Cancellable: a task blocked here is
+  /// cancelled at once by cancel_task or shutdown (it sees operation_aborted). Thread-safe.
+  boost::asio::awaitable<void> event(std::string name) {
+    auto core = core_; // the wait may outlive the App; only the core is touched afterwards
+    try {
+      co_await core->events.async_wait(name, boost::asio::use_awaitable);
+    } catch (...) {
+      core->events.prune(name);
+      throw;
+    }
+  }
+
+  /// As event(name), but throws event_timeout if no dispatch comes within `timeout`.
+  boost::asio::awaitable<void> event(std::string name,
+                                     std::chrono::steady_clock::duration timeout) {
+    using namespace boost::asio::experimental::awaitable_operators;
+    auto core = core_;
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, timeout);
+    std::size_t first = 0;
+    try {
+      first = (co_await (core->events.async_wait(name, boost::asio::use_awaitable) ||
+                         timer.async_wait(boost::asio::use_awaitable)))
+                  .index();
+    } catch (...) {
+      core->events.prune(name);
+      throw;
+    }
+    if (first == 1) {
+      core->events.prune(name);
+      throw event_timeout(name);
+    }
+  }
+
+  /// Wakes every coroutine waiting on event(name) at this moment, and no later one; returns how
+  /// many it woke. Never resumes them inside this call. Throws invalid_event_name if the name is
+  /// empty. Thread-safe.
+  std::size_t dispatch(std::string_view name) { return core_->events.dispatch(name); }
+
+  /// How many coroutines wait on event(name) now (for introspection and tests). Thread-safe.
+  [[nodiscard]] std::size_t event_waiters(std::string_view name) const {
+    return core_->events.waiting(name);
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <taskyard/app.hpp>
 #include <taskyard/config.hpp>
 #include <taskyard/errors.hpp>
+#include <taskyard/events.hpp>
 #include <taskyard/inject.hpp>
 #include <taskyard/registry.hpp>
 #include <taskyard/task.hpp>

@@ -20,6 +20,7 @@
 #include <taskyard/detail/task_state.hpp>
 #include <taskyard/detail/wait_list.hpp>
 #include <taskyard/errors.hpp>
+#include <taskyard/events.hpp>
 #include <taskyard/registry.hpp>
 
 #include <boost/asio/async_result.hpp>
@@ -131,7 +132,7 @@ void start_task(const std::shared_ptr<task_state<T>>& state, Factory&& factory) 
 class app_core final : public task_owner, public std::enable_shared_from_this<app_core> {
 public:
   app_core(std::string app_name, boost::asio::io_context& context)
-      : name(std::move(app_name)), ioc(context) {}
+      : name(std::move(app_name)), ioc(context), events(context.get_executor()) {}
 
   app_core(const app_core&) = delete;
   app_core& operator=(const app_core&) = delete;
@@ -142,6 +143,7 @@ public:
   boost::asio::io_context& ioc;
   taskyard::config config;
   taskyard::registry registry;
+  taskyard::event_hub events;
 
   /// Registers (if named) and tracks a new task, then starts it, or defers it if the App has not
   /// started. `starter()` starts the task; it is called at most once, with no lock held.
@@ -239,6 +241,7 @@ public:
   /// App's own lifecycle and shutdown) is destroyed rather than resumed, now and from now on, since
   /// those coroutines belong to the App that is going away.
   void close() noexcept {
+    events.close();
     std::lock_guard<std::mutex> lock(mutex_);
     phase_ = app_phase::stopped;
     closed_ = true;

@@ -59,6 +59,9 @@ public:
   /// True if no wait is pending. Requires the mutex.
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
 
+  /// How many waits are pending. Requires the mutex.
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
   /// Enqueues a wait for `handler`. Requires the mutex; the handler is completed later by
   /// complete_all (success) or by its cancellation slot (operation_aborted).
   template <typename Handler, typename DefaultExecutor>
@@ -73,6 +76,7 @@ public:
   [[nodiscard]] node* detach_all() noexcept {
     node* first = head_;
     head_ = tail_ = nullptr;
+    size_ = 0;
     for (node* n = first; n != nullptr; n = n->next_) n->linked_ = false;
     return first;
   }
@@ -101,6 +105,7 @@ public:
   void destroy_all() noexcept {
     node* n = head_;
     head_ = tail_ = nullptr;
+    size_ = 0;
     while (n != nullptr) {
       node* next = n->next_;
       n->linked_ = false;
@@ -175,6 +180,7 @@ private:
       head_ = n;
     tail_ = n;
     n->linked_ = true;
+    ++size_;
   }
 
   void unlink(node* n) noexcept {
@@ -188,9 +194,11 @@ private:
       tail_ = n->prev_;
     n->prev_ = n->next_ = nullptr;
     n->linked_ = false;
+    --size_;
   }
 
   std::mutex& mutex_;
+  std::size_t size_ = 0;
   node* head_ = nullptr;
   node* tail_ = nullptr;
 };
