@@ -51,6 +51,8 @@ public:
     bool linked_ = false;
   };
 
+  /// `mutex` guards the list; it must outlive the list and every wait pushed on it (a wait's
+  /// cancellation handler may run after the list has gone, until its completion has run).
   explicit wait_list(std::mutex& mutex) noexcept : mutex_(mutex) {}
   wait_list(const wait_list&) = delete;
   wait_list& operator=(const wait_list&) = delete;
@@ -121,7 +123,7 @@ private:
     using executor_type = boost::asio::associated_executor_t<Handler, DefaultExecutor>;
 
     waiter(wait_list& list, Handler&& h, const DefaultExecutor& fallback)
-        : list_(list), handler_(std::move(h)),
+        : list_(&list), mutex_(&list.mutex_), handler_(std::move(h)),
           work_(boost::asio::get_associated_executor(handler_, fallback)),
           slot_(boost::asio::get_associated_cancellation_slot(handler_)) {}
 
@@ -157,15 +159,18 @@ private:
         using ct = boost::asio::cancellation_type;
         if ((type & (ct::terminal | ct::partial | ct::total)) == ct::none) return;
         {
-          std::lock_guard<std::mutex> guard(self->list_.mutex_);
+          // The mutex outlives the list (an event's list goes once it is dispatched), and the list
+          // is alive for as long as the node is linked in it.
+          std::lock_guard<std::mutex> guard(*self->mutex_);
           if (!self->linked_) return; // already being completed
-          self->list_.unlink(self);
+          self->list_->unlink(self);
         }
         self->complete(boost::asio::error::operation_aborted);
       }
     };
 
-    wait_list& list_;
+    wait_list* list_;
+    std::mutex* mutex_;
     Handler handler_;
     boost::asio::executor_work_guard<executor_type> work_;
     boost::asio::cancellation_slot slot_;
