@@ -154,6 +154,9 @@ private:
     };
 
     struct canceller {
+      // A constructor, not an aggregate: the slot constructs it with parentheses, which clang
+      // accepts for aggregates only from version 16.
+      explicit canceller(waiter* w) noexcept : self(w) {}
       waiter* self;
       void operator()(boost::asio::cancellation_type_t type) const {
         using ct = boost::asio::cancellation_type;
