@@ -4,8 +4,10 @@
 set -euo pipefail
 
 # clang-14 builds the `clang` preset (not a later Debian clang: clang-16 miscompiles multithreaded
-# Asio coroutines at -O1/-O2); pkgconf provides pkg-config for the package.pkg_config test.
-packages=(libboost1.81-dev catch2 libbenchmark-dev cmake g++ clang-14 make ccache pkgconf)
+# Asio coroutines at -O1/-O2); pkgconf provides pkg-config for the package.pkg_config test;
+# python3-websockets is the third-party client of the websocket example's end-to-end test.
+packages=(libboost1.81-dev catch2 libbenchmark-dev cmake g++ clang-14 make ccache pkgconf
+  python3-websockets)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -146,15 +146,15 @@ TEST_CASE("model-based stress from two threads against an io_context on two thre
     std::barrier sync(2);
 
     auto settle = [&](model& m, const std::string& event) {
-      for (auto& [name, t] : m.registered)
-        if (finishes_by_itself(t) || t.cancel_requested) until([&] { return t.handle.done(); });
-      for (auto& t : m.unnamed)
-        if (finishes_by_itself(t) || t.cancel_requested) until([&] { return t.handle.done(); });
+      // Every task of the thread's, named or not (no structured bindings: clang 14 cannot capture
+      // them in the lambdas below).
+      std::vector<model_task*> all;
+      for (auto& entry : m.registered) all.push_back(&entry.second);
+      for (auto& t : m.unnamed) all.push_back(&t);
+      for (model_task* t : all)
+        if (finishes_by_itself(*t) || t->cancel_requested) until([t] { return t->handle.done(); });
       // The others have started (a start is queued, never inline), so each has its frame.
-      for (auto& [name, t] : m.registered)
-        if (!t.handle.done()) until([&] { return t.started->load() || t.handle.done(); });
-      for (auto& t : m.unnamed)
-        if (!t.handle.done()) until([&] { return t.started->load() || t.handle.done(); });
+      for (model_task* t : all) until([t] { return t->started->load() || t->handle.done(); });
       // Tasks waiting on this thread's event are released (one may not be waiting yet, or be on
       // its way out after an earlier dispatch), until all are done.
       until([&] {

@@ -5,10 +5,10 @@ include("${CMAKE_CURRENT_LIST_DIR}/common.cmake")
 file(REMOVE_RECURSE "${PREFIX}")
 run(COMMAND "${CMAKE_COMMAND}" --install "${BINARY_DIR}" --prefix "${PREFIX}")
 
-foreach(file IN ITEMS
-    include/taskyard/taskyard.hpp
-    include/taskyard/version.hpp
-    include/taskyard/detail/app_core.hpp
+# Every header of the source tree is installed: a header missing from the target's FILE_SET in
+# CMakeLists.txt shows here.
+file(GLOB_RECURSE headers RELATIVE "${SOURCE_DIR}" "${SOURCE_DIR}/include/*.hpp")
+foreach(file IN LISTS headers ITEMS
     share/cmake/taskyard/taskyardConfig.cmake
     share/cmake/taskyard/taskyardConfigVersion.cmake
     share/cmake/taskyard/taskyardTargets.cmake
