@@ -12,6 +12,7 @@
 #ifndef TASKYARD_REGISTRY_HPP
 #define TASKYARD_REGISTRY_HPP
 
+#include <taskyard/detail/intrusive_list.hpp>
 #include <taskyard/errors.hpp>
 #include <taskyard/task.hpp>
 
@@ -58,11 +59,11 @@ public:
       if (on_conflict == name_conflict::error && !it->second->finished())
         throw duplicate_task_name(state->name());
       previous = Task<>(std::move(it->second));
-      unlink(*previous->state_);
+      order_.erase(*previous->state_);
       index_.erase(it);
     }
     index_.emplace(state->name(), state);
-    link(*state);
+    order_.push_back(*state);
     return previous;
   }
 
@@ -79,7 +80,7 @@ public:
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = index_.find(task.state_->name());
     if (it == index_.end() || it->second != task.state_) return false;
-    unlink(*it->second);
+    order_.erase(*it->second);
     index_.erase(it);
     return true;
   }
@@ -89,12 +90,12 @@ public:
     std::vector<std::shared_ptr<detail::task_state_base>> removed; // released after the lock
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (detail::task_state_base* s = head_; s != nullptr;) {
-        detail::task_state_base* next = s->reg_next;
+      for (detail::task_state_base* s = order_.front(); s != nullptr;) {
+        detail::task_state_base* next = order_type::next(*s);
         if (s->finished()) {
           auto it = index_.find(s->name());
           removed.push_back(std::move(it->second));
-          unlink(*s);
+          order_.erase(*s);
           index_.erase(it);
         }
         s = next;
@@ -108,7 +109,7 @@ public:
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<Task<>> out;
     out.reserve(index_.size());
-    for (detail::task_state_base* s = head_; s != nullptr; s = s->reg_next)
+    for (detail::task_state_base* s = order_.front(); s != nullptr; s = order_type::next(*s))
       out.push_back(Task<>(index_.find(s->name())->second));
     return out;
   }
@@ -124,44 +125,23 @@ public:
     std::unordered_map<std::string_view, std::shared_ptr<detail::task_state_base>> dropped;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (detail::task_state_base* s = head_; s != nullptr;) {
-        detail::task_state_base* next = s->reg_next;
-        s->reg_prev = s->reg_next = nullptr;
+      for (detail::task_state_base* s = order_.release_all(); s != nullptr;) {
+        detail::task_state_base* next = order_type::next(*s);
+        s->registry_links = {};
         s = next;
       }
-      head_ = tail_ = nullptr;
       dropped.swap(index_);
     }
   }
 
 private:
-  void link(detail::task_state_base& s) noexcept {
-    s.reg_prev = tail_;
-    s.reg_next = nullptr;
-    if (tail_ != nullptr)
-      tail_->reg_next = &s;
-    else
-      head_ = &s;
-    tail_ = &s;
-  }
-
-  void unlink(detail::task_state_base& s) noexcept {
-    if (s.reg_prev != nullptr)
-      s.reg_prev->reg_next = s.reg_next;
-    else
-      head_ = s.reg_next;
-    if (s.reg_next != nullptr)
-      s.reg_next->reg_prev = s.reg_prev;
-    else
-      tail_ = s.reg_prev;
-    s.reg_prev = s.reg_next = nullptr;
-  }
+  using order_type =
+      detail::intrusive_list<detail::task_state_base, &detail::task_state_base::registry_links>;
 
   mutable std::mutex mutex_;
   // Keys view the names inside the states the map holds.
   std::unordered_map<std::string_view, std::shared_ptr<detail::task_state_base>> index_;
-  detail::task_state_base* head_ = nullptr;
-  detail::task_state_base* tail_ = nullptr;
+  order_type order_; // registration order
 };
 
 } // namespace taskyard

@@ -17,6 +17,7 @@
 #define TASKYARD_DETAIL_APP_CORE_HPP
 
 #include <taskyard/config.hpp>
+#include <taskyard/detail/intrusive_list.hpp>
 #include <taskyard/detail/task_state.hpp>
 #include <taskyard/detail/wait_list.hpp>
 #include <taskyard/errors.hpp>
@@ -158,7 +159,8 @@ public:
       std::lock_guard<std::mutex> lock(mutex_);
       if (phase_ >= app_phase::draining) throw app_stopped(name);
       if (!state->name().empty()) previous = registry.insert(Task<>(state), on_conflict);
-      link_live(state);
+      live_.push_back(*state);
+      state->live_self = state;
       if (phase_ == app_phase::created) {
         deferred_.push_back(
             std::make_unique<deferred<std::decay_t<Starter>>>(std::forward<Starter>(starter)));
@@ -204,8 +206,8 @@ public:
   [[nodiscard]] std::vector<std::shared_ptr<task_state_base>> live_tasks() const {
     std::lock_guard<std::mutex> lock(mutex_);
     std::vector<std::shared_ptr<task_state_base>> out;
-    out.reserve(live_count_);
-    for (task_state_base* s = live_head_; s != nullptr; s = s->live_next)
+    out.reserve(live_.size());
+    for (task_state_base* s = live_.front(); s != nullptr; s = live_list::next(*s))
       out.push_back(std::static_pointer_cast<task_state_base>(s->shared_from_this()));
     return out;
   }
@@ -234,7 +236,7 @@ public:
   }
 
   [[nodiscard]] bool stop_requested_locked() const noexcept { return stop_requested_; }
-  [[nodiscard]] std::size_t live_count_locked() const noexcept { return live_count_; }
+  [[nodiscard]] std::size_t live_count_locked() const noexcept { return live_.size(); }
   [[nodiscard]] std::size_t abandoned_frames_locked() const noexcept { return abandoned_frames_; }
 
   /// App teardown, first step: the lifecycle is over, and every coroutine waiting on the core (the
@@ -258,7 +260,10 @@ public:
   void task_finished(task_state_base& task) noexcept override {
     std::shared_ptr<task_state_base> keep; // released after the lock
     std::unique_lock<std::mutex> lock(mutex_);
-    if (task.live_linked) keep = unlink_live(task);
+    if (live_list::linked(task)) {
+      live_.erase(task);
+      keep = std::move(task.live_self);
+    }
     if (config.auto_purge && !task.name().empty() && keep) {
       try {
         registry.erase(Task<>(keep));
@@ -336,41 +341,13 @@ private:
     if (!changes_.empty()) changes_.complete_all(lock);
   }
 
-  void link_live(const std::shared_ptr<task_state_base>& s) {
-    s->live_prev = live_tail_;
-    s->live_next = nullptr;
-    if (live_tail_ != nullptr)
-      live_tail_->live_next = s.get();
-    else
-      live_head_ = s.get();
-    live_tail_ = s.get();
-    s->live_linked = true;
-    s->live_self = s;
-    ++live_count_;
-  }
-
-  std::shared_ptr<task_state_base> unlink_live(task_state_base& s) {
-    if (s.live_prev != nullptr)
-      s.live_prev->live_next = s.live_next;
-    else
-      live_head_ = s.live_next;
-    if (s.live_next != nullptr)
-      s.live_next->live_prev = s.live_prev;
-    else
-      live_tail_ = s.live_prev;
-    s.live_prev = s.live_next = nullptr;
-    s.live_linked = false;
-    --live_count_;
-    return std::move(s.live_self);
-  }
+  using live_list = intrusive_list<task_state_base, &task_state_base::live_links>;
 
   mutable std::mutex mutex_;
   app_phase phase_ = app_phase::created;
   bool stop_requested_ = false;
   bool closed_ = false;
-  task_state_base* live_head_ = nullptr;
-  task_state_base* live_tail_ = nullptr;
-  std::size_t live_count_ = 0;
+  live_list live_; // every task added and not yet finished, in the order added
   std::size_t abandoned_frames_ = 0;
   std::vector<std::unique_ptr<deferred_start>> deferred_;
   wait_list changes_{mutex_};

@@ -12,6 +12,7 @@
 #ifndef TASKYARD_DETAIL_TASK_STATE_HPP
 #define TASKYARD_DETAIL_TASK_STATE_HPP
 
+#include <taskyard/detail/intrusive_list.hpp>
 #include <taskyard/detail/task_executor.hpp>
 #include <taskyard/detail/wait_list.hpp>
 #include <taskyard/errors.hpp>
@@ -247,12 +248,9 @@ public:
 
   // Links in the owner's list of unfinished tasks, and in the registry's registration order; each
   // guarded by the owner's (respectively the registry's) mutex.
-  task_state_base* live_prev = nullptr;
-  task_state_base* live_next = nullptr;
-  bool live_linked = false;
+  list_links<task_state_base> live_links;
   std::shared_ptr<task_state_base> live_self; // the list's own reference, while linked
-  task_state_base* reg_prev = nullptr;
-  task_state_base* reg_next = nullptr;
+  list_links<task_state_base> registry_links;
 
 private:
   [[nodiscard]] bool finished_locked() const noexcept {

@@ -17,6 +17,8 @@
 #ifndef TASKYARD_DETAIL_WAIT_LIST_HPP
 #define TASKYARD_DETAIL_WAIT_LIST_HPP
 
+#include <taskyard/detail/intrusive_list.hpp>
+
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/error.hpp>
@@ -46,9 +48,7 @@ public:
 
   protected:
     friend class wait_list;
-    node* prev_ = nullptr;
-    node* next_ = nullptr;
-    bool linked_ = false;
+    list_links<node> links_;
   };
 
   /// `mutex` guards the list; it must outlive the list and every wait pushed on it (a wait's
@@ -59,10 +59,10 @@ public:
   ~wait_list() { destroy_all(); }
 
   /// True if no wait is pending. Requires the mutex.
-  [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+  [[nodiscard]] bool empty() const noexcept { return nodes_.empty(); }
 
   /// How many waits are pending. Requires the mutex.
-  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] std::size_t size() const noexcept { return nodes_.size(); }
 
   /// Enqueues a wait for `handler`. Requires the mutex; the handler is completed later by
   /// complete_all (success) or by its cancellation slot (operation_aborted).
@@ -70,24 +70,18 @@ public:
   void push(Handler&& handler, const DefaultExecutor& fallback) {
     auto* w = new waiter<std::decay_t<Handler>, DefaultExecutor>(
         *this, std::forward<Handler>(handler), fallback);
-    link(w);
+    nodes_.push_back(*w);
     w->arm_cancellation();
   }
 
   /// Unlinks every pending wait, to be completed later by complete_detached. Requires the mutex.
-  [[nodiscard]] node* detach_all() noexcept {
-    node* first = head_;
-    head_ = tail_ = nullptr;
-    size_ = 0;
-    for (node* n = first; n != nullptr; n = n->next_) n->linked_ = false;
-    return first;
-  }
+  [[nodiscard]] node* detach_all() noexcept { return nodes_.release_all(); }
 
   /// Completes, with success, waits returned by detach_all. Call it with no lock held.
   static void complete_detached(node* first) {
     while (first != nullptr) {
-      node* next = first->next_;
-      first->prev_ = first->next_ = nullptr;
+      node* next = list_type::next(*first);
+      first->links_ = {};
       first->complete({});
       first = next;
     }
@@ -105,12 +99,9 @@ public:
   /// Destroys every pending wait without completing it (their handlers, and any coroutine frames
   /// they own, are destroyed). Only for teardown, when nothing may run any more.
   void destroy_all() noexcept {
-    node* n = head_;
-    head_ = tail_ = nullptr;
-    size_ = 0;
+    node* n = nodes_.release_all();
     while (n != nullptr) {
-      node* next = n->next_;
-      n->linked_ = false;
+      node* next = list_type::next(*n);
       delete n;
       n = next;
     }
@@ -165,8 +156,8 @@ private:
           // The mutex outlives the list (an event's list goes once it is dispatched), and the list
           // is alive for as long as the node is linked in it.
           std::lock_guard<std::mutex> guard(*self->mutex_);
-          if (!self->linked_) return; // already being completed
-          self->list_->unlink(self);
+          if (!list_type::linked(*self)) return; // already being completed
+          self->list_->nodes_.erase(*self);
         }
         self->complete(boost::asio::error::operation_aborted);
       }
@@ -179,36 +170,10 @@ private:
     boost::asio::cancellation_slot slot_;
   };
 
-  void link(node* n) noexcept {
-    n->prev_ = tail_;
-    n->next_ = nullptr;
-    if (tail_ != nullptr)
-      tail_->next_ = n;
-    else
-      head_ = n;
-    tail_ = n;
-    n->linked_ = true;
-    ++size_;
-  }
-
-  void unlink(node* n) noexcept {
-    if (n->prev_ != nullptr)
-      n->prev_->next_ = n->next_;
-    else
-      head_ = n->next_;
-    if (n->next_ != nullptr)
-      n->next_->prev_ = n->prev_;
-    else
-      tail_ = n->prev_;
-    n->prev_ = n->next_ = nullptr;
-    n->linked_ = false;
-    --size_;
-  }
+  using list_type = intrusive_list<node, &node::links_>;
 
   std::mutex& mutex_;
-  std::size_t size_ = 0;
-  node* head_ = nullptr;
-  node* tail_ = nullptr;
+  list_type nodes_;
 };
 
 } // namespace taskyard::detail
