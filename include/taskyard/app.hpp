@@ -201,16 +201,7 @@ public:
   /// Cancelling the caller abandons the wait (it sees operation_aborted); the task stays cancelled.
   boost::asio::awaitable<bool> cancel_task(std::string name, std::string message = {},
                                            missing_task on_missing = missing_task::raise) {
-    if (name.empty()) throw invalid_task_name();
-    auto found = core_->registry.find(name);
-    if (!found) {
-      if (on_missing == missing_task::raise) throw task_not_found(name);
-      co_return false;
-    }
-    auto state = found->state_;
-    state->request_cancel(std::move(message));
-    if (!state->finished()) co_await state->async_wait_finished(boost::asio::use_awaitable);
-    co_return true;
+    return cancel_task_in(core_, std::move(name), std::move(message), on_missing);
   }
 
   /// Removes every finished (succeeded, failed or cancelled) task from the registry and returns how
@@ -234,31 +225,7 @@ public:
   /// Must be awaited on the App's io_context. Cancelling the caller abandons the wait.
   boost::asio::awaitable<shutdown_result>
   shutdown_tasks(std::chrono::steady_clock::duration timeout) {
-    using namespace boost::asio::experimental::awaitable_operators;
-    auto core = core_;
-    core->set_phase_at_least(detail::app_phase::draining);
-    core->drop_deferred();
-    shutdown_result result;
-    for (auto& task : core->live_tasks())
-      if (Task<>(task).cancel()) ++result.cancelled;
-
-    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, timeout);
-    co_await (
-        detail::app_core::wait_until(core, [&core] { return core->live_count_locked() == 0; }) ||
-        timer.async_wait(boost::asio::use_awaitable));
-
-    auto left = core->live_tasks();
-    if (!left.empty()) {
-      for (auto& task : left) {
-        core->abandon(*task);
-        result.forced.push_back(task->name().empty() ? "<unnamed>" : task->name());
-      }
-      timer.expires_after(core->config.forced_frame_grace);
-      co_await (detail::app_core::wait_until(
-                    core, [&core] { return core->abandoned_frames_locked() == 0; }) ||
-                timer.async_wait(boost::asio::use_awaitable));
-    }
-    co_return result;
+    return shutdown_tasks_in(core_, timeout);
   }
 
   /// shutdown_tasks with config().graceful_shutdown_timeout (15 s by default).
@@ -272,35 +239,12 @@ public:
   /// Waits for the next dispatch(name) (Sanic's `await app.event(name)`). No registration is
   /// needed. Throws invalid_event_name if the name is empty. Cancellable: a task blocked here is
   /// cancelled at once by cancel_task or shutdown (it sees operation_aborted). Thread-safe.
-  boost::asio::awaitable<void> event(std::string name) {
-    auto core = core_; // the wait may outlive the App; only the core is touched afterwards
-    try {
-      co_await core->events.async_wait(name, boost::asio::use_awaitable);
-    } catch (...) {
-      core->events.prune(name);
-      throw;
-    }
-  }
+  boost::asio::awaitable<void> event(std::string name) { return event_in(core_, std::move(name)); }
 
   /// As event(name), but throws event_timeout if no dispatch comes within `timeout`.
   boost::asio::awaitable<void> event(std::string name,
                                      std::chrono::steady_clock::duration timeout) {
-    using namespace boost::asio::experimental::awaitable_operators;
-    auto core = core_;
-    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, timeout);
-    std::size_t first = 0;
-    try {
-      first = (co_await (core->events.async_wait(name, boost::asio::use_awaitable) ||
-                         timer.async_wait(boost::asio::use_awaitable)))
-                  .index();
-    } catch (...) {
-      core->events.prune(name);
-      throw;
-    }
-    if (first == 1) {
-      core->events.prune(name);
-      throw event_timeout(name);
-    }
+    return event_in(core_, std::move(name), timeout);
   }
 
   /// Wakes every coroutine waiting on event(name) at this moment, and no later one; returns how
@@ -380,18 +324,7 @@ public:
   /// Completes once the stop sequence is over, rethrowing the first exception a listener threw.
   /// Throws app_running if the App has already started. Cancelling it stops the App, as stop()
   /// does, and stops waiting for the stop sequence (which goes on).
-  boost::asio::awaitable<void> serve() {
-    core_->begin();
-    auto core = core_; // from here on, nothing of *this is touched: the App may be gone
-    auto lifecycle = start_lifecycle(false);
-    try {
-      co_await lifecycle->async_wait_finished(boost::asio::use_awaitable);
-    } catch (const boost::system::system_error&) {
-      core->request_stop();
-      throw;
-    }
-    lifecycle->rethrow_outcome();
-  }
+  boost::asio::awaitable<void> serve() { return serve_in(core_, this); }
 
   /// Asks the App to stop serving: the stop sequence begins. Tasks may still be added until
   /// shutdown_tasks starts. Thread-safe, idempotent; before the App starts, it will stop as soon as
@@ -477,6 +410,99 @@ private:
         if (!error) error = std::current_exception();
       }
     }
+  }
+
+  // The public coroutines hand over to these, which capture the core when they are called, not when
+  // they first run: whoever spawned them may resume them after the App is gone, and then only the
+  // core, which outlives it, is touched.
+
+  static boost::asio::awaitable<bool> cancel_task_in(std::shared_ptr<detail::app_core> core,
+                                                     std::string name, std::string message,
+                                                     missing_task on_missing) {
+    if (name.empty()) throw invalid_task_name();
+    auto found = core->registry.find(name);
+    if (!found) {
+      if (on_missing == missing_task::raise) throw task_not_found(name);
+      co_return false;
+    }
+    auto state = found->state_;
+    state->request_cancel(std::move(message));
+    if (!state->finished()) co_await state->async_wait_finished(boost::asio::use_awaitable);
+    co_return true;
+  }
+
+  static boost::asio::awaitable<shutdown_result>
+  shutdown_tasks_in(std::shared_ptr<detail::app_core> core,
+                    std::chrono::steady_clock::duration timeout) {
+    using namespace boost::asio::experimental::awaitable_operators;
+    core->set_phase_at_least(detail::app_phase::draining);
+    core->drop_deferred();
+    shutdown_result result;
+    for (auto& task : core->live_tasks())
+      if (Task<>(task).cancel()) ++result.cancelled;
+
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, timeout);
+    co_await (
+        detail::app_core::wait_until(core, [&core] { return core->live_count_locked() == 0; }) ||
+        timer.async_wait(boost::asio::use_awaitable));
+
+    auto left = core->live_tasks();
+    if (!left.empty()) {
+      for (auto& task : left) {
+        core->abandon(*task);
+        result.forced.push_back(task->name().empty() ? "<unnamed>" : task->name());
+      }
+      timer.expires_after(core->config.forced_frame_grace);
+      co_await (detail::app_core::wait_until(
+                    core, [&core] { return core->abandoned_frames_locked() == 0; }) ||
+                timer.async_wait(boost::asio::use_awaitable));
+    }
+    co_return result;
+  }
+
+  static boost::asio::awaitable<void> event_in(std::shared_ptr<detail::app_core> core,
+                                               std::string name) {
+    try {
+      co_await core->events.async_wait(name, boost::asio::use_awaitable);
+    } catch (...) {
+      core->events.prune(name);
+      throw;
+    }
+  }
+
+  static boost::asio::awaitable<void> event_in(std::shared_ptr<detail::app_core> core,
+                                               std::string name,
+                                               std::chrono::steady_clock::duration timeout) {
+    using namespace boost::asio::experimental::awaitable_operators;
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, timeout);
+    std::size_t first = 0;
+    try {
+      first = (co_await (core->events.async_wait(name, boost::asio::use_awaitable) ||
+                         timer.async_wait(boost::asio::use_awaitable)))
+                  .index();
+    } catch (...) {
+      core->events.prune(name);
+      throw;
+    }
+    if (first == 1) {
+      core->events.prune(name);
+      throw event_timeout(name);
+    }
+  }
+
+  static boost::asio::awaitable<void> serve_in(std::shared_ptr<detail::app_core> core, App* app) {
+    if (core->closed())
+      throw boost::system::system_error(boost::asio::error::operation_aborted,
+                                        "taskyard: the App was destroyed before serve() ran");
+    core->begin();
+    auto lifecycle = app->start_lifecycle(false); // the last use of the App itself
+    try {
+      co_await lifecycle->async_wait_finished(boost::asio::use_awaitable);
+    } catch (const boost::system::system_error&) {
+      core->request_stop();
+      throw;
+    }
+    lifecycle->rethrow_outcome();
   }
 
   /// Starts the lifecycle as an internal task: on a strand and behind a gate of its own, so that

@@ -235,6 +235,12 @@ public:
     while (!self->check(pred)) co_await self->async_wait_change(pred, boost::asio::use_awaitable);
   }
 
+  /// True once the App is being destroyed.
+  [[nodiscard]] bool closed() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return closed_;
+  }
+
   [[nodiscard]] bool stop_requested_locked() const noexcept { return stop_requested_; }
   [[nodiscard]] std::size_t live_count_locked() const noexcept { return live_.size(); }
   [[nodiscard]] std::size_t abandoned_frames_locked() const noexcept { return abandoned_frames_; }
