@@ -83,14 +83,17 @@ struct shutdown_result {
 /// own; App::serve is the same lifecycle as a coroutine, for a server that runs its io_context
 /// itself. Once shutdown has begun no task may be added.
 ///
-/// Thread safety: add_task, get_task, find_task, cancel_task, purge_tasks, tasks, shutdown_tasks
-/// and stop may be called from any thread, concurrently, while the io_context runs on one or many
-/// threads, and from inside tasks. Listeners and config() must be set up before the App starts.
+/// Thread safety: add_task, get_task, find_task, cancel_task, purge_tasks, tasks, shutdown_tasks,
+/// event, dispatch and stop may be called from any thread, concurrently, while the io_context runs
+/// on one or many threads, and from inside tasks. Listeners and config() must be set up before the
+/// App starts. The destructor must not race with other calls on the App.
 ///
 /// Destruction: destroying an App gives up on every task that has not finished (Task::forced()),
 /// so none resumes again, and destroys their coroutine frames: at once if the App owns its
 /// io_context; for a borrowed io_context, when that io_context next runs (the operations the tasks
-/// wait on are cancelled) or is destroyed. Task handles stay valid and report the final state.
+/// wait on are cancelled) or is destroyed. Its own lifecycle stops likewise, and a pending serve()
+/// completes with operation_aborted, as an Asio operation does when its I/O object goes. Task
+/// handles stay valid and report the final state.
 class App {
 public:
   using executor_type = boost::asio::io_context::executor_type;
