@@ -261,11 +261,9 @@ private:
   // unregister the task), and only then wakes the waiters, so that a waiter sees the task gone
   // from the registry under auto_purge.
   void complete_locked(std::unique_lock<std::mutex>& lock) {
-    std::optional<strand_type> released = std::move(strand_);
     strand_.reset();
     wait_list::node* woken = waiters_.detach_all();
     lock.unlock();
-    released.reset();
     if (owner_) owner_->task_finished(*this);
     wait_list::complete_detached(woken);
   }
