@@ -10,8 +10,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <atomic>
+#include <exception>
 #include <functional>
 
 namespace test {
@@ -27,6 +29,22 @@ struct frame_probe {
   frame_probe(const frame_probe&) = delete;
   frame_probe& operator=(const frame_probe&) = delete;
 };
+
+/// True if the error is a cancellation (what a cancelled task sees at its suspension point).
+inline bool is_aborted(const boost::system::system_error& e) {
+  return e.code() == asio::error::operation_aborted;
+}
+
+/// True if the exception is a cancellation.
+inline bool is_aborted(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const boost::system::system_error& error) {
+    return is_aborted(error);
+  } catch (...) {
+    return false;
+  }
+}
 
 /// Suspends until cancelled: a timer that never expires.
 inline asio::awaitable<void> suspend_forever() {

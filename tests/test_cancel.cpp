@@ -36,10 +36,6 @@ asio::awaitable<boost::system::error_code> wait_error(Task<> t) {
   co_return boost::system::error_code{};
 }
 
-bool is_aborted(const boost::system::system_error& e) {
-  return e.code() == asio::error::operation_aborted;
-}
-
 } // namespace
 
 TEST_CASE("cancel_task cancels a task and waits until it has finished", "[cancel]") {
@@ -51,7 +47,7 @@ TEST_CASE("cancel_task cancels a task and waits until it has finished", "[cancel
           try {
             co_await test::suspend_forever();
           } catch (const boost::system::system_error& e) {
-            saw_cancellation = is_aborted(e);
+            saw_cancellation = test::is_aborted(e);
             throw;
           }
         },
@@ -174,7 +170,7 @@ TEST_CASE("cancel_task waits for a task's asynchronous cleanup after cancellatio
           try {
             co_await test::suspend_forever();
           } catch (const boost::system::system_error& e) {
-            if (!is_aborted(e)) throw;
+            if (!test::is_aborted(e)) throw;
             caught = true;
           }
           // Clean up asynchronously, across several suspension points.
@@ -218,12 +214,12 @@ TEST_CASE("after catching the cancellation, every co_await throws until the task
           try {
             co_await test::suspend_forever();
           } catch (const boost::system::system_error& e) {
-            if (is_aborted(e)) ++aborted_seen;
+            if (test::is_aborted(e)) ++aborted_seen;
           }
           try {
             co_await test::yield();
           } catch (const boost::system::system_error& e) {
-            if (is_aborted(e)) ++aborted_seen;
+            if (test::is_aborted(e)) ++aborted_seen;
           }
           co_await asio::this_coro::reset_cancellation_state();
           co_await test::yield();
@@ -251,7 +247,7 @@ TEST_CASE("a task that cancels itself by name does not hang: it ends cancelled",
           try {
             co_await app_.cancel_task("me", "by myself");
           } catch (const boost::system::system_error& e) {
-            saw_aborted = is_aborted(e);
+            saw_aborted = test::is_aborted(e);
             throw;
           }
           after = true; // never reached: the cancellation arrives at that co_await

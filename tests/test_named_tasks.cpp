@@ -214,7 +214,7 @@ TEST_CASE("name_conflict::replace cancels the older task and registers the new o
           try {
             co_await test::suspend_forever();
           } catch (const boost::system::system_error& e) {
-            old_saw_cancellation = e.code() == asio::error::operation_aborted;
+            old_saw_cancellation = test::is_aborted(e);
             throw;
           }
         },

@@ -65,10 +65,6 @@ struct task_log {
   std::atomic<int> resumed{0};           // resumptions after a suspension point
 };
 
-bool is_aborted(const boost::system::system_error& e) {
-  return e.code() == asio::error::operation_aborted;
-}
-
 /// Waits for `n` notifications.
 asio::awaitable<void> wait_for(test::signal& s, int n) {
   for (int i = 0; i < n; ++i) co_await s.wait();
@@ -95,7 +91,7 @@ asio::awaitable<void> stubborn(task_log& log, test::signal& started) {
     try {
       co_await test::suspend_forever();
     } catch (const boost::system::system_error& e) {
-      if (!is_aborted(e)) throw;
+      if (!test::is_aborted(e)) throw;
       ++log.aborts_caught;
     }
     ++log.resumed;
@@ -203,7 +199,7 @@ TEST_CASE("shutdown_tasks gives up on tasks that ignore cancellation past the ti
             try {
               co_await s1.wait();
             } catch (const boost::system::system_error& e) {
-              watcher_saw_abort = is_aborted(e);
+              watcher_saw_abort = test::is_aborted(e);
             }
             watcher_woken = true;
           },
@@ -279,7 +275,7 @@ TEST_CASE("shutdown_tasks waits for a task that cleans up asynchronously after c
       try {
         co_await test::suspend_forever();
       } catch (const boost::system::system_error& e) {
-        if (!is_aborted(e)) throw;
+        if (!test::is_aborted(e)) throw;
         aborted = true;
       }
       co_await asio::this_coro::reset_cancellation_state();
@@ -615,16 +611,6 @@ struct app_storage {
   alignas(App) std::byte bytes[sizeof(App)];
 };
 
-bool is_operation_aborted(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const boost::system::system_error& error) {
-    return error.code() == asio::error::operation_aborted;
-  } catch (...) {
-    return false;
-  }
-}
-
 } // namespace
 
 TEST_CASE("an App on a borrowed io_context destroyed after stop(), before serve() resumed, runs "
@@ -648,7 +634,7 @@ TEST_CASE("an App on a borrowed io_context destroyed after stop(), before serve(
       app->after_server_stop([] { count_if_destroyed(); });
       app->after_server_start([&](App& a) { task = a.add_task(cooperative(log, started)); });
       asio::co_spawn(ioc, app->serve(), [&](std::exception_ptr e) {
-        serve_aborted_after_destruction = app_destroyed && e && is_operation_aborted(e);
+        serve_aborted_after_destruction = app_destroyed && e && test::is_aborted(e);
       });
       while (log.started < 1 && ioc.run_one() != 0) {}
       REQUIRE(log.started == 1);
@@ -693,7 +679,7 @@ TEST_CASE("an App on a borrowed io_context destroyed during its stop sequence le
       app->after_server_stop([] { count_if_destroyed(); });
       app->after_server_start([&](App& a) { task = a.add_task(stubborn(log, started)); });
       asio::co_spawn(ioc, app->serve(), [&](std::exception_ptr e) {
-        serve_aborted_after_destruction = app_destroyed && e && is_operation_aborted(e);
+        serve_aborted_after_destruction = app_destroyed && e && test::is_aborted(e);
       });
       while (log.started < 1 && ioc.run_one() != 0) {}
       REQUIRE(log.started == 1);
