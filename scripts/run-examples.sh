@@ -15,8 +15,15 @@ for exe in "${examples[@]}"; do
   [ -x "$exe" ] || continue
   # The websocket feed is a server: it runs until stopped (see the README to try it by hand).
   [ "${exe##*/}" = example_websocket_feed ] && continue
-  echo "== ${exe##*/example_} (delay ${delay_ms} ms)"
-  if ! "$exe" "$delay_ms"; then
+  if [ "${exe##*/}" = example_workers ]; then
+    # A server too, with 4 worker processes: its driver presses Ctrl-C once all have started.
+    echo "== workers (4 worker processes, then Ctrl-C)"
+    run=("$(dirname "$0")/../examples/workers_driver.sh" "$exe" 4)
+  else
+    echo "== ${exe##*/example_} (delay ${delay_ms} ms)"
+    run=("$exe" "$delay_ms")
+  fi
+  if ! "${run[@]}"; then
     echo "run-examples: ${exe##*/} failed" >&2
     status=1
   fi

@@ -15,10 +15,12 @@
 #include <taskyard/config.hpp>
 #include <taskyard/detail/app_core.hpp>
 #include <taskyard/detail/task_state.hpp>
+#include <taskyard/detail/worker_processes.hpp>
 #include <taskyard/errors.hpp>
 #include <taskyard/events.hpp>
 #include <taskyard/inject.hpp>
 #include <taskyard/registry.hpp>
+#include <taskyard/run.hpp>
 #include <taskyard/task.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -31,6 +33,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
@@ -39,6 +42,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -53,15 +57,6 @@ namespace taskyard {
 enum class missing_task {
   raise,  ///< Throw task_not_found (the default, as Sanic's raise_exception=True).
   ignore, ///< Do nothing and return false (Sanic's raise_exception=False).
-};
-
-/// How App::run runs.
-struct run_options {
-  /// Threads that run the io_context (each calls io_context::run). 1 runs everything on the
-  /// calling thread.
-  std::size_t threads = 1;
-  /// Stop on SIGINT and SIGTERM, as a server does.
-  bool handle_signals = true;
 };
 
 /// What App::shutdown_tasks did.
@@ -299,27 +294,54 @@ public:
     main_process_stop_.push_back(make_listener(std::forward<L>(l)));
   }
 
-  /// Runs the whole lifecycle (see the listeners) on the io_context, driven by `options.threads`
-  /// threads including the caller's, and returns once it is over: after stop() or, with
-  /// `options.handle_signals`, SIGINT or SIGTERM. Rethrows the first exception a listener threw.
-  /// Throws app_running if the App has already been started. The io_context is stopped on return.
-  void run(run_options options = {}) {
+  /// Runs the whole lifecycle (see the listeners) and returns once it is over: after stop() or,
+  /// with `options.handle_signals`, SIGINT or SIGTERM. Throws app_running if the App has already
+  /// been started, invalid_run_options for workers = 0 or for workers > 1 without signals.
+  ///
+  /// With `options.workers` = 1 (the default) everything runs in the calling process, on
+  /// `options.threads` threads including the caller's. The io_context is stopped on return, and
+  /// the first exception a listener threw is rethrown.
+  ///
+  /// With workers = N > 1, as Sanic runs workers:
+  /// - The calling process (the main process) runs the main_process_start listeners on the calling
+  ///   thread, and waits until every task they added (and every task those added) has finished.
+  /// - It checks that it runs no other thread (a fork copies only the calling thread: mutexes held
+  ///   by the others would stay locked forever in the workers); if it does, it throws
+  ///   taskyard::error naming the count, after its stop sequence.
+  /// - It forks N workers, with io_context::notify_fork around each fork. Worker i (see
+  ///   worker_index()) runs its own lifecycle on `options.threads` threads: before_server_start,
+  ///   the tasks added before run() (callables invoked there, so once per worker), after_server_start,
+  ///   serving until stop() or SIGINT/SIGTERM, then before_server_stop, shutdown_tasks and
+  ///   after_server_stop. Each worker has its own registry, a copy of the main process's as it
+  ///   was before run(): the tasks added in main_process_start are not in it. A worker then exits
+  ///   (with _exit: destructors of objects outside the App do not run in it) with status 0, or 1
+  ///   if a listener threw (reported on stderr).
+  /// - The main process forwards SIGINT and SIGTERM to the workers as SIGTERM and waits for all of
+  ///   them. A worker that stops on its own (stop() inside it) leaves the others running. A worker
+  ///   that dies (killed by a signal, or a non-zero exit status) is reported on stderr with its
+  ///   index and cause, and the others are stopped in order (SIGTERM): no restart, since what
+  ///   killed one would likely kill its replacement; a process supervisor restarts the server.
+  ///   stop_all() in a worker stops them all.
+  /// - Once all have exited, the main process shuts down its own tasks and runs the
+  ///   main_process_stop listeners, then returns how each worker ended (run_result::clean()).
+  ///   The tasks added before run() do not run in the main process: they are cancelled there
+  ///   and removed from its registry once the workers are forked.
+  ///
+  /// A stop(), SIGINT or SIGTERM before the workers are forked (during main_process_start, say)
+  /// forks none; the tasks main_process_start added are then cancelled by the main process's
+  /// shutdown. SIGINT and SIGTERM that arrive while main_process_stop runs are ignored.
+  run_result run(run_options options = {}) {
+    if (options.workers == 0) throw invalid_run_options("workers must be at least 1");
+    if (options.workers > 1 && !options.handle_signals)
+      throw invalid_run_options("workers > 1 needs handle_signals: the main process stops its "
+                                "workers with SIGTERM");
     core_->begin();
-    auto& ioc = core_->ioc;
-    if (ioc.stopped()) ioc.restart();
-    std::optional<boost::asio::signal_set> signals;
-    if (options.handle_signals) {
-      signals.emplace(ioc, SIGINT, SIGTERM);
-      signals->async_wait([this](const boost::system::error_code& ec, int) {
-        if (!ec) stop();
-      });
+    if (options.workers == 1) {
+      worker_index_.store(0);
+      run_lifecycle(options, true, nullptr);
+      return {};
     }
-    auto lifecycle = start_lifecycle(true);
-    // Nothing of this frame is captured: the wait may outlive run() if the io_context is stopped
-    // from elsewhere. The signal_set is cancelled as it goes out of scope.
-    lifecycle->async_wait_finished([&ioc](const boost::system::error_code&) { ioc.stop(); });
-    run_on_threads(ioc, options.threads == 0 ? 1 : options.threads);
-    if (auto failure = lifecycle->take_failure()) std::rethrow_exception(failure);
+    return run_workers(options);
   }
 
   /// The lifecycle without the main-process listeners and without signal handling, as a coroutine,
@@ -331,8 +353,25 @@ public:
 
   /// Asks the App to stop serving: the stop sequence begins. Tasks may still be added until
   /// shutdown_tasks starts. Thread-safe, idempotent; before the App starts, it will stop as soon as
-  /// it has started.
+  /// it has started. In a worker process it stops that worker only.
   void stop() { core_->request_stop(); }
+
+  /// Stops the whole server: in a worker of a multi-worker run, asks the main process to stop
+  /// every worker (it sends the main process SIGTERM, which it forwards to them all) and stops this
+  /// one; anywhere else, the same as stop(). Thread-safe, idempotent.
+  void stop_all() {
+    if (const pid_t main_pid = main_pid_.load(); main_pid != 0) ::kill(main_pid, SIGTERM);
+    stop();
+  }
+
+  /// This process's worker index, like Sanic's worker name: 0 to workers - 1 in a worker process of
+  /// a multi-worker run, 0 in a single-process run (or serve()); nothing in the main process of a
+  /// multi-worker run, and before the App starts. Thread-safe.
+  [[nodiscard]] std::optional<std::size_t> worker_index() const noexcept {
+    const std::size_t i = worker_index_.load();
+    if (i == no_worker) return std::nullopt;
+    return i;
+  }
 
 private:
   using listener = std::function<boost::asio::awaitable<void>(App&)>;
@@ -498,6 +537,7 @@ private:
       throw boost::system::system_error(boost::asio::error::operation_aborted,
                                         "taskyard: the App was destroyed before serve() ran");
     core->begin();
+    app->worker_index_.store(0);
     auto lifecycle = app->start_lifecycle(false); // the last use of the App itself
     try {
       co_await lifecycle->async_wait_finished(boost::asio::use_awaitable);
@@ -545,6 +585,176 @@ private:
     if (error) std::rethrow_exception(error);
   }
 
+  /// The lifecycle on this process's io_context, on `options.threads` threads. A worker passes the
+  /// signals it inherited, restored once its own handlers are in place.
+  void run_lifecycle(const run_options& options, bool main_process,
+                     detail::supervisor_signals* inherited) {
+    auto& ioc = core_->ioc;
+    if (ioc.stopped()) ioc.restart();
+    std::optional<boost::asio::signal_set> signals;
+    if (options.handle_signals) {
+      signals.emplace(ioc, SIGINT, SIGTERM);
+      signals->async_wait([this](const boost::system::error_code& ec, int) {
+        if (!ec) stop();
+      });
+    }
+    if (inherited != nullptr) inherited->restore();
+    auto lifecycle = start_lifecycle(main_process);
+    // Nothing of this frame is captured: the wait may outlive run() if the io_context is stopped
+    // from elsewhere. The signal_set is cancelled as it goes out of scope.
+    lifecycle->async_wait_finished([&ioc](const boost::system::error_code&) { ioc.stop(); });
+    run_on_threads(ioc, options.threads == 0 ? 1 : options.threads);
+    if (auto failure = lifecycle->take_failure()) std::rethrow_exception(failure);
+  }
+
+  using task_set = std::set<const detail::task_state_base*>;
+
+  /// run() with workers > 1, in the main process (see run()).
+  run_result run_workers(const run_options& options) {
+    auto& ioc = core_->ioc;
+    task_set before_run; // the tasks added before run(): theirs to run is the workers'
+    for (const auto& t : core_->live_tasks()) before_run.insert(t.get());
+
+    // While main_process_start runs, SIGINT and SIGTERM stop the App, as in a single process: no
+    // worker is forked then.
+    std::optional<boost::asio::signal_set> start_signals;
+    start_signals.emplace(ioc, SIGINT, SIGTERM);
+    start_signals->async_wait([this](const boost::system::error_code& ec, int) {
+      if (!ec) stop();
+    });
+    std::exception_ptr error;
+    run_here([this, &before_run] { return main_start(before_run); }, error);
+
+    // From here on the main process takes its signals with sigwaitinfo (see supervisor_signals).
+    detail::supervisor_signals signals;
+    ioc.restart();
+    ioc.poll(); // a signal that came just before they were blocked
+    start_signals.reset();
+    ioc.poll(); // the cancelled wait: nothing of it is left to copy into the workers
+    if (signals.take_stop_signal()) stop();
+
+    if (!error && !core_->stop_requested()) {
+      if (const auto threads = detail::process_thread_count(); threads && *threads > 1)
+        error = std::make_exception_ptr(taskyard::error(
+            "taskyard: app '" + core_->name + "' cannot fork its workers: the main process runs " +
+            std::to_string(*threads) +
+            " threads, and a fork copies only the calling one; start threads in "
+            "before_server_start (in each worker), not before run() or in main_process_start"));
+    }
+    run_result result;
+    if (!error && !core_->stop_requested()) {
+      detail::worker_supervisor supervisor(core_->name, signals);
+      const pid_t main_pid = ::getpid();
+      try {
+        for (std::size_t i = 0; i < options.workers; ++i) {
+          const pid_t pid = detail::fork_process(ioc);
+          if (pid == 0) run_worker(i, main_pid, options, signals, before_run);
+          supervisor.add(i, pid);
+        }
+      } catch (...) {
+        error = std::current_exception();
+        supervisor.stop_all();
+      }
+      core_->drop_deferred();
+      forget_tasks([&before_run](const detail::task_state_base* t) {
+        return before_run.count(t) != 0;
+      });
+      try {
+        result.workers = supervisor.wait_all();
+      } catch (...) {
+        if (!error) error = std::current_exception();
+      }
+    }
+    run_here([this, &error] { return main_stop(error); }, error);
+    if (error) std::rethrow_exception(error);
+    return result;
+  }
+
+  /// The main process's start: main_process_start, then every task it added (and every task those
+  /// added), to the end, unless the App is asked to stop meanwhile.
+  boost::asio::awaitable<void> main_start(const task_set& before_run) {
+    co_await run_listeners(main_process_start_);
+    auto core = core_;
+    co_await detail::app_core::wait_until(core, [&core, &before_run] {
+      return core->stop_requested_locked() ||
+             core->count_live_locked([&before_run](const detail::task_state_base& t) {
+               return before_run.count(&t) == 0;
+             }) == 0;
+    });
+  }
+
+  /// The main process's stop: its own tasks shut down, then main_process_stop.
+  boost::asio::awaitable<void> main_stop(std::exception_ptr& error) {
+    co_await shutdown_tasks_in(core_, core_->config.graceful_shutdown_timeout);
+    co_await run_stop_listeners(main_process_stop_, error);
+    core_->set_phase_at_least(detail::app_phase::stopped);
+  }
+
+  /// Runs a coroutine of the main process to its end on the calling thread; its exception goes to
+  /// `error` unless one is there already.
+  template <typename MakeCoroutine>
+  void run_here(MakeCoroutine make, std::exception_ptr& error) {
+    auto& ioc = core_->ioc;
+    ioc.restart();
+    auto outcome = std::make_shared<std::optional<std::exception_ptr>>();
+    boost::asio::co_spawn(ioc, make(), [outcome, &ioc](std::exception_ptr e) {
+      *outcome = std::move(e);
+      ioc.stop();
+    });
+    ioc.run();
+    std::exception_ptr e;
+    if (!outcome->has_value())
+      e = std::make_exception_ptr(taskyard::error(
+          "taskyard: the io_context of app '" + core_->name +
+          "' was stopped while its main process was starting or stopping"));
+    else
+      e = **outcome;
+    if (e && !error) error = e;
+  }
+
+  /// In a freshly forked worker: becomes worker `index`, runs its lifecycle, and exits.
+  [[noreturn]] void run_worker(std::size_t index, pid_t main_pid, const run_options& options,
+                               detail::supervisor_signals& signals, const task_set& before_run) {
+    int status = EXIT_SUCCESS;
+    try {
+      worker_index_.store(index);
+      main_pid_.store(main_pid);
+      // The main process's own tasks (all finished) are not this worker's.
+      forget_tasks([&before_run](const detail::task_state_base* t) {
+        return before_run.count(t) == 0;
+      });
+      run_lifecycle(options, false, &signals);
+    } catch (const std::exception& e) {
+      status = EXIT_FAILURE;
+      std::cerr << "taskyard: app '" << core_->name << "': worker " << index << ": " << e.what()
+                << '\n';
+    } catch (...) {
+      status = EXIT_FAILURE;
+      std::cerr << "taskyard: app '" << core_->name << "': worker " << index
+                << ": unknown exception\n";
+    }
+    detail::flush_output();
+    ::_exit(status);
+  }
+
+  /// Removes from this process the tasks for which `belongs_elsewhere` holds: those added before
+  /// run() in the main process (once their starts are dropped), the main process's own tasks in a
+  /// worker. Each is cancelled if it has not started, unregistered, and its failure (if any) left
+  /// to the process it belongs to.
+  template <typename Pred>
+  void forget_tasks(Pred belongs_elsewhere) {
+    std::vector<std::shared_ptr<detail::task_state_base>> gone;
+    for (auto& t : core_->live_tasks())
+      if (belongs_elsewhere(t.get())) gone.push_back(std::move(t));
+    for (const auto& t : core_->registry.snapshot())
+      if (belongs_elsewhere(t.state_.get())) gone.push_back(t.state_);
+    for (const auto& t : gone) {
+      (void)t->take_failure();
+      t->request_cancel({});
+      if (!t->name().empty()) core_->registry.erase(Task<>(t));
+    }
+  }
+
   static void run_on_threads(boost::asio::io_context& ioc, std::size_t threads) {
     std::vector<std::thread> pool;
     std::vector<std::exception_ptr> errors(threads);
@@ -573,6 +783,9 @@ private:
   std::unique_ptr<boost::asio::io_context> owned_;
   std::shared_ptr<detail::app_core> core_;
   std::shared_ptr<detail::task_state<void>> lifecycle_;
+  static constexpr std::size_t no_worker = static_cast<std::size_t>(-1);
+  std::atomic<std::size_t> worker_index_{no_worker};
+  std::atomic<pid_t> main_pid_{0}; // in a worker process: the main process, for stop_all()
   std::vector<listener> main_process_start_, before_server_start_, after_server_start_,
       before_server_stop_, after_server_stop_, main_process_stop_;
 };

@@ -113,6 +113,13 @@ public:
               "' has not finished; co_await task.wait() to wait for its result") {}
 };
 
+/// App::run was given options it cannot run with.
+class invalid_run_options : public error {
+public:
+  explicit invalid_run_options(std::string_view what)
+      : error("taskyard: invalid run_options: " + std::string(what)) {}
+};
+
 } // namespace taskyard
 
 #endif // TASKYARD_ERRORS_HPP

@@ -16,6 +16,7 @@
 #include <taskyard/events.hpp>
 #include <taskyard/inject.hpp>
 #include <taskyard/registry.hpp>
+#include <taskyard/run.hpp>
 #include <taskyard/task.hpp>
 #include <taskyard/version.hpp>
 

@@ -241,8 +241,20 @@ public:
     return closed_;
   }
 
+  [[nodiscard]] bool stop_requested() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stop_requested_;
+  }
   [[nodiscard]] bool stop_requested_locked() const noexcept { return stop_requested_; }
   [[nodiscard]] std::size_t live_count_locked() const noexcept { return live_.size(); }
+  /// How many unfinished tasks satisfy `pred(const task_state_base&)`.
+  template <typename Pred>
+  [[nodiscard]] std::size_t count_live_locked(Pred pred) const {
+    std::size_t n = 0;
+    for (const task_state_base* s = live_.front(); s != nullptr; s = live_list::next(*s))
+      n += pred(*s) ? 1 : 0;
+    return n;
+  }
   [[nodiscard]] std::size_t abandoned_frames_locked() const noexcept { return abandoned_frames_; }
 
   /// App teardown, first step: the lifecycle is over, and every coroutine waiting on the core (the
