@@ -53,9 +53,8 @@ int main(int argc, char* argv[]) {
   App app{"MyApp"};
   app.add_task(slow_work); // the callable: invoked in each worker
   app.main_process_start([](App& a) { a.add_task(warm_up()); }); // the main process only
-  app.after_server_stop([](App& a) {
-    std::cout << "worker " << *a.worker_index() << ": stopped" << std::endl;
-  });
+  app.after_server_stop(
+      [](App& a) { std::cout << "worker " << *a.worker_index() << ": stopped" << std::endl; });
   const auto result = app.run({.workers = workers, .threads = 2});
   std::cout << "main process: " << result.workers.size() << " workers stopped"
             << (result.clean() ? " cleanly" : ", not all cleanly") << std::endl;

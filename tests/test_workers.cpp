@@ -158,8 +158,7 @@ public:
   /// Reaps the watcher; true if it did its part.
   bool succeeded() {
     int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {}
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
   }
 
@@ -450,8 +449,7 @@ TEST_CASE("the main process refuses to fork while it runs other threads") {
 TEST_CASE("run rejects workers = 0, and workers without signal handling") {
   App app("workers");
   CHECK_THROWS_AS(app.run({.workers = 0}), taskyard::invalid_run_options);
-  CHECK_THROWS_AS(app.run({.workers = 2, .handle_signals = false}),
-                  taskyard::invalid_run_options);
+  CHECK_THROWS_AS(app.run({.workers = 2, .handle_signals = false}), taskyard::invalid_run_options);
   // Nothing started: the App can still run.
   app.after_server_start([](App& a) { a.stop(); });
   const auto result = app.run({.handle_signals = false});

@@ -310,12 +310,12 @@ public:
   ///   taskyard::error naming the count, after its stop sequence.
   /// - It forks N workers, with io_context::notify_fork around each fork. Worker i (see
   ///   worker_index()) runs its own lifecycle on `options.threads` threads: before_server_start,
-  ///   the tasks added before run() (callables invoked there, so once per worker), after_server_start,
-  ///   serving until stop() or SIGINT/SIGTERM, then before_server_stop, shutdown_tasks and
-  ///   after_server_stop. Each worker has its own registry, a copy of the main process's as it
-  ///   was before run(): the tasks added in main_process_start are not in it. A worker then exits
-  ///   (with _exit: destructors of objects outside the App do not run in it) with status 0, or 1
-  ///   if a listener threw (reported on stderr).
+  ///   the tasks added before run() (callables invoked there, so once per worker),
+  ///   after_server_start, serving until stop() or SIGINT/SIGTERM, then before_server_stop,
+  ///   shutdown_tasks and after_server_stop. Each worker has its own registry, a copy of the main
+  ///   process's as it was before run(): the tasks added in main_process_start are not in it. A
+  ///   worker then exits (with _exit: destructors of objects outside the App do not run in it) with
+  ///   status 0, or 1 if a listener threw (reported on stderr).
   /// - The main process forwards SIGINT and SIGTERM to the workers as SIGTERM and waits for all of
   ///   them. A worker that stops on its own (stop() inside it) leaves the others running. A worker
   ///   that dies (killed by a signal, or a non-zero exit status) is reported on stderr with its
@@ -656,9 +656,8 @@ private:
         supervisor.stop_all();
       }
       core_->drop_deferred();
-      forget_tasks([&before_run](const detail::task_state_base* t) {
-        return before_run.count(t) != 0;
-      });
+      forget_tasks(
+          [&before_run](const detail::task_state_base* t) { return before_run.count(t) != 0; });
       try {
         result.workers = supervisor.wait_all();
       } catch (...) {
@@ -704,9 +703,9 @@ private:
     ioc.run();
     std::exception_ptr e;
     if (!outcome->has_value())
-      e = std::make_exception_ptr(taskyard::error(
-          "taskyard: the io_context of app '" + core_->name +
-          "' was stopped while its main process was starting or stopping"));
+      e = std::make_exception_ptr(
+          taskyard::error("taskyard: the io_context of app '" + core_->name +
+                          "' was stopped while its main process was starting or stopping"));
     else
       e = **outcome;
     if (e && !error) error = e;
@@ -720,9 +719,8 @@ private:
       worker_index_.store(index);
       main_pid_.store(main_pid);
       // The main process's own tasks (all finished) are not this worker's.
-      forget_tasks([&before_run](const detail::task_state_base* t) {
-        return before_run.count(t) == 0;
-      });
+      forget_tasks(
+          [&before_run](const detail::task_state_base* t) { return before_run.count(t) == 0; });
       run_lifecycle(options, false, &signals);
     } catch (const std::exception& e) {
       status = EXIT_FAILURE;
