@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the workers example as a user would, and presses Ctrl-C once every worker has started: it
-# reads the example's output as it comes, sends SIGINT to the main process when each of the N
-# workers has printed "slow_work started", then checks the whole output and the exit status.
+# reads the example's output as it comes, sends SIGINT to the example's process group (the main
+# process and its workers, as a terminal does) when each of the N workers has printed
+# "slow_work started", then checks the whole output and the exit status.
 #
 # Usage: workers_driver.sh path/to/example_workers [workers]   (default 4)
 set -euo pipefail
@@ -10,8 +11,10 @@ workers="${2:-4}"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 mkfifo "$dir/output"
+set -m # the example runs in a process group of its own, as in a terminal
 "$exe" "$workers" >"$dir/output" 2>&1 &
 pid=$!
+set +m
 started=0
 : >"$dir/log"
 while IFS= read -r line; do
@@ -20,7 +23,8 @@ while IFS= read -r line; do
   case "$line" in
   *": slow_work started")
     started=$((started + 1))
-    if [ "$started" -eq "$workers" ]; then kill -INT "$pid"; fi
+    # Ctrl-C: SIGINT to the whole process group, the main process and every worker.
+    if [ "$started" -eq "$workers" ]; then kill -INT -- "-$pid"; fi
     ;;
   esac
 done <"$dir/output"

@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read.hpp>
 
@@ -23,6 +24,15 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+// Under ThreadSanitizer (g++ and clang spell it differently).
+#if defined(__SANITIZE_THREAD__)
+#define TASKYARD_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TASKYARD_TEST_TSAN 1
+#endif
+#endif
 
 #include <fcntl.h>
 #include <sys/types.h>
@@ -88,6 +98,13 @@ public:
 
   [[nodiscard]] int read_fd() const noexcept { return fds_[0]; }
 
+  /// For a reader in another process: without its own copy of the write end, it sees the end of
+  /// the pipe once every writer is gone, rather than waiting forever.
+  void close_write_end() {
+    ::close(fds_[1]);
+    fds_[1] = -1;
+  }
+
 private:
   int fds_[2] = {-1, -1};
 };
@@ -126,7 +143,6 @@ void check_reaped(const taskyard::run_result& result, std::size_t workers,
     CHECK(error == ECHILD); // not a child any more: no zombie left
   }
   CHECK(pids == pids_of(records));
-  CHECK(pids.count(::getpid()) == 0);
 }
 
 /// A process forked before run() that waits until `count` workers have written "started" to
@@ -137,6 +153,7 @@ public:
     pid_ = ::fork();
     REQUIRE(pid_ >= 0);
     if (pid_ != 0) return;
+    ready.close_write_end(); // if a worker dies before it has started, the watcher fails, not hangs
     std::map<long, pid_t> started;
     std::string text;
     char c = 0;
@@ -278,15 +295,28 @@ TEST_CASE("a task added in main_process_start runs once, in the main process, be
   CHECK_FALSE(app.worker_index());
 }
 
-TEST_CASE("SIGTERM to the main process stops every worker through its full stop sequence") {
+TEST_CASE("SIGTERM to the main process, or Ctrl-C, stops every worker through its full stop "
+          "sequence") {
   const std::size_t threads = GENERATE(1, 2);
-  INFO("threads per worker: " << threads);
+  // Ctrl-C in a terminal sends SIGINT to the whole process group: the main process (which
+  // forwards it as SIGTERM) and each worker.
+  const bool ctrl_c = GENERATE(false, true);
+  INFO("threads per worker: " << threads
+                              << (ctrl_c ? ", Ctrl-C" : ", SIGTERM to the main process"));
   journal log;
   journal ready;
   App app("workers");
   log_lifecycle(app, log, ready);
   const pid_t main_pid = ::getpid();
-  watcher signaller(ready, 3, [main_pid](auto&) { return ::kill(main_pid, SIGTERM) == 0; });
+  watcher signaller(ready, 3, [main_pid, ctrl_c](auto& workers) {
+    if (!ctrl_c) return ::kill(main_pid, SIGTERM) == 0;
+    // The main process first (it returns from run() only once every worker is gone, so it is
+    // there); a worker may be gone by the time it is reached, stopped by the forwarded SIGTERM.
+    bool sent = ::kill(main_pid, SIGINT) == 0;
+    for (const auto& [index, pid] : workers)
+      sent = (::kill(pid, SIGINT) == 0 || errno == ESRCH) && sent;
+    return sent;
+  });
   const auto result = app.run({.workers = 3, .threads = threads});
   CHECK(signaller.succeeded());
   const auto records = log.read_all();
@@ -408,11 +438,10 @@ TEST_CASE("no worker is forked when main_process_start throws, stops the App, or
   });
   app.before_server_start([&](App& a) { log.write("before_server_start", a); });
   app.main_process_stop([&](App& a) { log.write("main_process_stop", a); });
-  taskyard::run_result result;
   if (how == "throws") {
     CHECK_THROWS_WITH(app.run({.workers = 3}), "no database");
   } else {
-    result = app.run({.workers = 3});
+    CHECK(app.run({.workers = 3}).workers.empty());
   }
   const auto records = log.read_all();
   std::vector<std::string> seen;
@@ -425,7 +454,6 @@ TEST_CASE("no worker is forked when main_process_start throws, stops the App, or
       how == "throws" ? std::vector<std::string>{"main_process_stop"}
                       : std::vector<std::string>{"main_task_cleanup", "main_process_stop"};
   CHECK(seen == expected);
-  CHECK(result.workers.empty());
 }
 
 TEST_CASE("the main process refuses to fork while it runs other threads") {
@@ -444,6 +472,39 @@ TEST_CASE("the main process refuses to fork while it runs other threads") {
   const auto records = log.read_all();
   REQUIRE(records.size() == 1); // no worker started; the main process stopped
   CHECK(records[0].what == "main_process_stop");
+}
+
+TEST_CASE("a resolver used in main_process_start does not keep the workers from forking") {
+  // Asio resolves on a thread of its own, which notify_fork(fork_prepare) ends: threads are
+  // counted after it.
+  journal log;
+  App app("workers");
+  app.main_process_start([&](App& a) {
+    a.add_task([&](App& self) -> asio::awaitable<void> {
+      asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
+      const auto found = co_await resolver.async_resolve("127.0.0.1", "80", asio::use_awaitable);
+      if (!found.empty()) log.write("resolved", self);
+    });
+  });
+  app.before_server_start([&](App& a) {
+    log.write("before_server_start", a);
+    a.stop();
+  });
+#if defined(TASKYARD_TEST_TSAN)
+  // ThreadSanitizer's runtime starts a thread of its own along with the resolver's, and keeps it:
+  // the documented refusal.
+  CHECK_THROWS_WITH(app.run({.workers = 2}), Catch::Contains("cannot fork its workers"));
+  const auto records = log.read_all();
+  REQUIRE(records.size() == 1);
+  CHECK(records.front().what == "resolved");
+#else
+  const auto result = app.run({.workers = 2});
+  const auto records = log.read_all();
+  REQUIRE_FALSE(records.empty());
+  CHECK(records.front().what == "resolved");
+  CHECK(workers_of(only(records, "before_server_start")) == std::set<long>{0, 1});
+  CHECK(result.clean());
+#endif
 }
 
 TEST_CASE("run rejects workers = 0, and workers without signal handling") {

@@ -305,10 +305,13 @@ public:
   /// With workers = N > 1, as Sanic runs workers:
   /// - The calling process (the main process) runs the main_process_start listeners on the calling
   ///   thread, and waits until every task they added (and every task those added) has finished.
-  /// - It checks that it runs no other thread (a fork copies only the calling thread: mutexes held
-  ///   by the others would stay locked forever in the workers); if it does, it throws
-  ///   taskyard::error naming the count, after its stop sequence.
-  /// - It forks N workers, with io_context::notify_fork around each fork. Worker i (see
+  /// - It forks N workers, with io_context::notify_fork around each fork. Before each fork it
+  ///   checks that it runs no other thread (a fork copies only the calling thread: mutexes held by
+  ///   the others would stay locked forever in the workers), counted in /proc/self/task where /proc
+  ///   is mounted; if it does, it throws taskyard::error naming the count, after its stop
+  ///   sequence. Work pending on the io_context at the fork that is not a task (an armed timer, a
+  ///   detached coroutine, an acceptor's wait) is copied into every worker and goes on there, as in
+  ///   any pre-forking server; it does not go on in the main process. Worker i (see
   ///   worker_index()) runs its own lifecycle on `options.threads` threads: before_server_start,
   ///   the tasks added before run() (callables invoked there, so once per worker),
   ///   after_server_start, serving until stop() or SIGINT/SIGTERM, then before_server_stop,
@@ -321,7 +324,8 @@ public:
   ///   that dies (killed by a signal, or a non-zero exit status) is reported on stderr with its
   ///   index and cause, and the others are stopped in order (SIGTERM): no restart, since what
   ///   killed one would likely kill its replacement; a process supervisor restarts the server.
-  ///   stop_all() in a worker stops them all.
+  ///   stop_all() in a worker stops them all. A worker whose main process dies is sent SIGTERM
+  ///   (Linux), so none is left behind.
   /// - Once all have exited, the main process shuts down its own tasks and runs the
   ///   main_process_stop listeners, then returns how each worker ended (run_result::clean()).
   ///   The tasks added before run() do not run in the main process: they are cancelled there
@@ -329,7 +333,9 @@ public:
   ///
   /// A stop(), SIGINT or SIGTERM before the workers are forked (during main_process_start, say)
   /// forks none; the tasks main_process_start added are then cancelled by the main process's
-  /// shutdown. SIGINT and SIGTERM that arrive while main_process_stop runs are ignored.
+  /// shutdown. SIGINT and SIGTERM that arrive while main_process_stop runs are ignored. If run()
+  /// throws after the workers were forked (a fork failed, or main_process_stop threw), every
+  /// worker has been stopped and reaped, and one that did not stop cleanly is reported on stderr.
   run_result run(run_options options = {}) {
     if (options.workers == 0) throw invalid_run_options("workers must be at least 1");
     if (options.workers > 1 && !options.handle_signals)
@@ -360,7 +366,9 @@ public:
   /// every worker (it sends the main process SIGTERM, which it forwards to them all) and stops this
   /// one; anywhere else, the same as stop(). Thread-safe, idempotent.
   void stop_all() {
-    if (const pid_t main_pid = main_pid_.load(); main_pid != 0) ::kill(main_pid, SIGTERM);
+    // Only while the main process is this worker's parent: once it is gone its pid may be reused.
+    if (const pid_t main_pid = main_pid_.load(); main_pid != 0 && ::getppid() == main_pid)
+      ::kill(main_pid, SIGTERM);
     stop();
   }
 
@@ -598,7 +606,11 @@ private:
         if (!ec) stop();
       });
     }
-    if (inherited != nullptr) inherited->restore();
+    std::optional<detail::block_stop_signals_on_exit> block_on_exit; // goes before `signals`
+    if (inherited != nullptr) {
+      block_on_exit.emplace();
+      inherited->restore();
+    }
     auto lifecycle = start_lifecycle(main_process);
     // Nothing of this frame is captured: the wait may outlive run() if the io_context is stopped
     // from elsewhere. The signal_set is cancelled as it goes out of scope.
@@ -633,21 +645,13 @@ private:
     ioc.poll(); // the cancelled wait: nothing of it is left to copy into the workers
     if (signals.take_stop_signal()) stop();
 
-    if (!error && !core_->stop_requested()) {
-      if (const auto threads = detail::process_thread_count(); threads && *threads > 1)
-        error = std::make_exception_ptr(taskyard::error(
-            "taskyard: app '" + core_->name + "' cannot fork its workers: the main process runs " +
-            std::to_string(*threads) +
-            " threads, and a fork copies only the calling one; start threads in "
-            "before_server_start (in each worker), not before run() or in main_process_start"));
-    }
     run_result result;
     if (!error && !core_->stop_requested()) {
-      detail::worker_supervisor supervisor(core_->name, signals);
+      detail::worker_supervisor supervisor(core_->name, signals, options.workers);
       const pid_t main_pid = ::getpid();
       try {
         for (std::size_t i = 0; i < options.workers; ++i) {
-          const pid_t pid = detail::fork_process(ioc);
+          const pid_t pid = detail::fork_process(ioc, core_->name);
           if (pid == 0) run_worker(i, main_pid, options, signals, before_run);
           supervisor.add(i, pid);
         }
@@ -718,6 +722,7 @@ private:
     try {
       worker_index_.store(index);
       main_pid_.store(main_pid);
+      if (!detail::watch_main_process(main_pid)) stop(); // the main process is gone already
       // The main process's own tasks (all finished) are not this worker's.
       forget_tasks(
           [&before_run](const detail::task_state_base* t) { return before_run.count(t) == 0; });

@@ -7,9 +7,9 @@
 // forwards SIGINT/SIGTERM to the workers, reaps them and stops the rest when one dies.
 //
 // The main process blocks SIGINT, SIGTERM and SIGCHLD before the first fork and takes them with
-// sigwaitinfo, so no signal handler runs in it and no signal between two forks is lost; each
-// worker restores the signal mask and SIGCHLD's disposition it inherited before its lifecycle
-// installs its own handlers.
+// sigwaitinfo, so no signal handler runs in it and no signal between two forks is lost. Each
+// worker installs its own handlers (an asio::signal_set) first, then restores the signal mask and
+// SIGCHLD's disposition it inherited: a stop signal already pending reaches its handler.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -17,6 +17,7 @@
 #ifndef TASKYARD_DETAIL_WORKER_PROCESSES_HPP
 #define TASKYARD_DETAIL_WORKER_PROCESSES_HPP
 
+#include <taskyard/errors.hpp>
 #include <taskyard/run.hpp>
 
 #include <boost/asio/execution_context.hpp>
@@ -26,7 +27,9 @@
 #include <csignal>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <exception>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -34,6 +37,9 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -131,21 +137,80 @@ inline void flush_output() noexcept {
   std::fflush(nullptr);
 }
 
-/// Forks once, with notify_fork around the fork. Returns the child's pid in the parent and 0 in
-/// the child.
-inline pid_t fork_process(boost::asio::execution_context& context) {
+/// Forks once, with notify_fork around the fork, once it has checked that the calling thread is
+/// the only one (counted after fork_prepare, which ends the io_context's internal threads, such as
+/// the resolver's; where /proc is not mounted the count is unknown and the fork goes ahead).
+/// Returns the child's pid in the parent and 0 in the child. Throws taskyard::error if other
+/// threads run, system_error if the fork fails. A child whose notify_fork throws exits at once
+/// with status 1 (it must not go on in the parent's code); if the parent's throws, the child is
+/// killed and reaped before the exception leaves.
+inline pid_t fork_process(boost::asio::execution_context& context, const std::string& app_name) {
+  using boost::asio::execution_context;
   flush_output();
-  context.notify_fork(boost::asio::execution_context::fork_prepare);
+  context.notify_fork(execution_context::fork_prepare);
+  if (const auto threads = process_thread_count(); threads && *threads > 1) {
+    context.notify_fork(execution_context::fork_parent);
+    throw taskyard::error(
+        "taskyard: app '" + app_name + "' cannot fork its workers: the main process runs " +
+        std::to_string(*threads) +
+        " threads, and a fork copies only the calling one; start threads in "
+        "before_server_start (in each worker), not before run() or in main_process_start");
+  }
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int e = errno;
-    context.notify_fork(boost::asio::execution_context::fork_parent);
+    context.notify_fork(execution_context::fork_parent);
     errno = e;
     throw posix_error("taskyard: fork");
   }
-  context.notify_fork(pid == 0 ? boost::asio::execution_context::fork_child
-                               : boost::asio::execution_context::fork_parent);
+  if (pid == 0) {
+    try {
+      context.notify_fork(execution_context::fork_child);
+    } catch (const std::exception& e) {
+      std::cerr << "taskyard: app '" << app_name << "': a worker could not start: " << e.what()
+                << '\n';
+      flush_output();
+      ::_exit(EXIT_FAILURE);
+    } catch (...) {
+      ::_exit(EXIT_FAILURE);
+    }
+    return 0;
+  }
+  try {
+    context.notify_fork(execution_context::fork_parent);
+  } catch (...) {
+    ::kill(pid, SIGKILL);
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+    throw;
+  }
   return pid;
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread when it goes. A worker declares one after its
+/// signal_set, so that a stop signal that comes once the lifecycle is over (Ctrl-C reaches the
+/// whole process group, and the main process forwards it too) finds them blocked rather than at
+/// their default action, which would kill the worker on its way out.
+class block_stop_signals_on_exit {
+public:
+  block_stop_signals_on_exit() = default;
+  block_stop_signals_on_exit(const block_stop_signals_on_exit&) = delete;
+  block_stop_signals_on_exit& operator=(const block_stop_signals_on_exit&) = delete;
+  ~block_stop_signals_on_exit() {
+    sigset_t set;
+    ::sigemptyset(&set);
+    ::sigaddset(&set, SIGINT);
+    ::sigaddset(&set, SIGTERM);
+    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
+};
+
+/// In a new worker: asks for SIGTERM if the main process dies (Linux), and says whether the main
+/// process is still there.
+inline bool watch_main_process(pid_t main_pid) noexcept {
+#ifdef __linux__
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
+  return ::getppid() == main_pid;
 }
 
 /// The main process's watch over its workers: waits until every one has exited, forwarding
@@ -154,10 +219,27 @@ inline pid_t fork_process(boost::asio::execution_context& context) {
 /// SIGTERM (an orderly stop: no restart).
 class worker_supervisor {
 public:
-  worker_supervisor(std::string app_name, const supervisor_signals& signals)
-      : app_name_(std::move(app_name)), signals_(signals) {}
+  worker_supervisor(std::string app_name, const supervisor_signals& signals, std::size_t workers)
+      : app_name_(std::move(app_name)), signals_(signals) {
+    workers_.reserve(workers); // so that add() cannot throw once a worker is forked
+    running_.reserve(workers);
+  }
 
-  void add(std::size_t index, pid_t pid) {
+  worker_supervisor(const worker_supervisor&) = delete;
+  worker_supervisor& operator=(const worker_supervisor&) = delete;
+
+  /// Leaves no worker behind, even when an exception leaves run() early: those still running are
+  /// stopped and reaped.
+  ~worker_supervisor() {
+    if (running_count() == 0) return;
+    stop_all();
+    for (std::size_t i = 0; i < workers_.size(); ++i)
+      if (running_[i])
+        while (::waitpid(workers_[i].pid, nullptr, 0) < 0 && errno == EINTR) {}
+  }
+
+  /// Adds a forked worker (within the count given at construction).
+  void add(std::size_t index, pid_t pid) noexcept {
     workers_.push_back({index, pid, 0});
     running_.push_back(true);
   }
