@@ -4,8 +4,10 @@
 //
 // taskyard against what one would write by hand on raw Asio, workload by workload, in one binary so
 // that each ratio is taken in one run. Every workload W<n> has BM_W<n>_taskyard and its baseline.
-// Both sides run on the same kind of io_context, default-constructed, driven by this one thread:
-// taskyard's default configuration (App{"name"}, run on one thread).
+// Both sides run on the same kind of io_context, made for one thread (`io_context{1}`, Asio's
+// concurrency hint) and driven by this one thread: a single-threaded server. On such an io_context
+// taskyard runs tasks without a strand each; BM_W1_taskyard_strand measures the App with an
+// io_context of its own, which any number of threads may run, and so a strand per task.
 //
 // Counters: tasks_per_iter (divide the CPU time by it for ns per task), allocs_per_task and
 // bytes_per_task (heap allocations while the workload ran, per task), and for the memory workloads
@@ -112,12 +114,22 @@ void drain(asio::io_context& ioc) {
   ioc.poll();
 }
 
-/// An App in its default configuration, started (serve() spawned) so that add_task starts tasks.
-struct started_app {
-  taskyard::App app{"bench"};
-  asio::io_context& ioc = app.io_context();
+/// An io_context made for one thread, as both sides use.
+struct one_thread_context {
+  asio::io_context ioc{1};
+};
 
-  started_app() {
+/// An App on an io_context made for one thread, started (serve() spawned) so that add_task starts
+/// tasks; or, with `own`, an App with an io_context of its own (default-constructed).
+struct started_app : one_thread_context {
+  std::unique_ptr<taskyard::App> owner;
+  taskyard::App& app;
+  asio::io_context& ioc;
+
+  explicit started_app(bool own = false)
+      : owner(own ? std::make_unique<taskyard::App>("bench")
+                  : std::make_unique<taskyard::App>("bench", one_thread_context::ioc)),
+        app(*owner), ioc(app.io_context()) {
     asio::co_spawn(ioc, app.serve(), asio::detached);
     drain(ioc);
   }
@@ -217,8 +229,20 @@ void BM_W1_taskyard(benchmark::State& state) {
   expect_ended(state, state.iterations() * batch);
 }
 
+void BM_W1_taskyard_strand(benchmark::State& state) {
+  started_app s(true);
+  ended = 0;
+  alloc_meter meter(state, batch);
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < batch; ++i) s.app.add_task(noop());
+    drain(s.ioc);
+  }
+  meter.finish();
+  expect_ended(state, state.iterations() * batch);
+}
+
 void BM_W1_co_spawn(benchmark::State& state) {
-  asio::io_context ioc;
+  asio::io_context ioc{1};
   ended = 0;
   alloc_meter meter(state, batch);
   for (auto _ : state) {
@@ -247,7 +271,7 @@ void BM_W2_taskyard(benchmark::State& state) {
 }
 
 void BM_W2_registry(benchmark::State& state) {
-  asio::io_context ioc;
+  asio::io_context ioc{1};
   hand_registry r{ioc, {}, {}};
   const auto names = make_names(batch);
   ended = 0;
@@ -317,7 +341,7 @@ void BM_W3_taskyard(benchmark::State& state) {
 }
 
 void BM_W3_co_spawn_signal(benchmark::State& state) {
-  asio::io_context ioc;
+  asio::io_context ioc{1};
   memory_totals totals;
   for (auto _ : state) {
     ended = 0;
@@ -370,7 +394,7 @@ void W4_taskyard(benchmark::State& state) {
 
 template <asio::awaitable<void> (*Task)()>
 void W4_registry(benchmark::State& state) {
-  asio::io_context ioc;
+  asio::io_context ioc{1};
   hand_registry r{ioc, {}, {}};
   const auto names = make_names(batch);
   std::size_t expected = 0;
@@ -426,7 +450,7 @@ void BM_W6_taskyard(benchmark::State& state) {
 
 void BM_W6_registry(benchmark::State& state) {
   const auto heap_before = alloc_now().live_bytes;
-  asio::io_context ioc;
+  asio::io_context ioc{1};
   hand_registry r{ioc, {}, {}};
   std::size_t added = 0;
   ended = 0;
@@ -522,6 +546,7 @@ void BM_W5_flat_map(benchmark::State& state) {
 
 BENCHMARK(BM_W1_taskyard);
 BENCHMARK(BM_W1_co_spawn);
+BENCHMARK(BM_W1_taskyard_strand);
 BENCHMARK(BM_W2_taskyard);
 BENCHMARK(BM_W2_registry);
 BENCHMARK(BM_W3_taskyard)->Iterations(3);

@@ -60,6 +60,9 @@ if have("BM_W1_taskyard", "BM_W1_co_spawn"):
     ours, theirs = counter("BM_W1_taskyard", "allocs_per_task"), counter("BM_W1_co_spawn", "allocs_per_task")
     row("W1", "allocations per add_task vs `co_spawn`", ours, theirs, "allocs/task",
         (theirs + 2) / theirs, "≤ co_spawn + 2", met=ours <= theirs + 2 + 1e-3)
+if have("BM_W1_taskyard_strand", "BM_W1_co_spawn"):
+    row("W1", "the same with the App's own io_context (a strand per task) (information)",
+        ns_per_task("BM_W1_taskyard_strand"), ns_per_task("BM_W1_co_spawn"), "ns/task", None, "—")
 if have("BM_W2_taskyard", "BM_W2_registry"):
     row("W2", "add_task named + completion + purge vs hand-written registry",
         ns_per_task("BM_W2_taskyard"), ns_per_task("BM_W2_registry"), "ns/task", 1.0, "≤ 1.0×")
@@ -124,7 +127,9 @@ with open(os.path.join(a.outdir, "chart.dat"), "w") as f:
     f.write("# label ratio target\n")
     for (w, what, ours, theirs, unit, ratio, target, ttext, met) in rows:
         label = f"{w} {unit}"
-        if "non-throwing" in what:
+        if "strand per task" in what:
+            label = "W1 strand"
+        elif "non-throwing" in what:
             label = f"{w} nothrow"
         elif "RSS" in what:
             label = "W3 RSS"
