@@ -180,7 +180,7 @@ public:
   [[nodiscard]] Task<T> get_task(std::string_view name) const {
     auto found = find_task<T>(name);
     if (!found) throw task_not_found(name);
-    return *found;
+    return std::move(*found);
   }
 
   /// The task registered under `name`, or nothing (Sanic's get_task(name, raise_exception=False)).
@@ -352,7 +352,7 @@ private:
       Task<T> handle(state);
       core_->admit(state, on_conflict,
                    [state, factory = make_factory(std::forward<Source>(source))]() mutable {
-                     detail::start_task(state, std::move(factory));
+                     detail::start_task(std::move(state), std::move(factory));
                    });
       return handle;
     }

@@ -118,10 +118,9 @@ struct task_completion {
 /// Spawns a task's coroutine on `ex`, its executor (the task's strand or the io_context's
 /// executor, behind its gate). Called on that executor.
 template <typename T, typename Executor, typename Factory>
-void spawn_task(Executor ex, const std::shared_ptr<task_state<T>>& state, Factory&& factory) {
-  boost::asio::co_spawn(std::move(ex),
-                        run_task<T>(frame_ref<T>(state), std::forward<Factory>(factory)),
-                        task_completion<T>{state});
+void spawn_task(Executor ex, std::shared_ptr<task_state<T>> state, Factory&& factory) {
+  auto coroutine = run_task<T>(frame_ref<T>(state), std::forward<Factory>(factory));
+  boost::asio::co_spawn(std::move(ex), std::move(coroutine), task_completion<T>{std::move(state)});
 }
 
 /// Starts a task: never inline. The start is posted to the task's strand (or, on an io_context run
@@ -129,27 +128,26 @@ void spawn_task(Executor ex, const std::shared_ptr<task_state<T>>& state, Factor
 /// would run it at once when the caller is itself running on the io_context (its executor runs
 /// possibly-blocking work in place).
 template <typename T, typename Factory>
-void start_task(const std::shared_ptr<task_state<T>>& state, Factory&& factory) {
+void start_task(std::shared_ptr<task_state<T>> state, Factory&& factory) {
   if (!state->on_strand()) {
-    boost::asio::post(state->io_executor(),
-                      [state, f = std::forward<Factory>(factory)]() mutable {
-                        if (!state->begin_running()) return; // cancelled before it could start
-                        using executor = typename task_state_base::direct_executor_type;
-                        spawn_task<T>(executor(state->io_executor(),
-                                               std::shared_ptr<task_gate>(state)),
-                                      state, std::move(f));
-                      });
+    const auto io = state->io_executor();
+    boost::asio::post(io, [state = std::move(state), f = std::forward<Factory>(factory)]() mutable {
+      if (!state->begin_running()) return; // cancelled before it could start
+      using executor = typename task_state_base::direct_executor_type;
+      executor ex(state->io_executor(), std::shared_ptr<task_gate>(state));
+      spawn_task<T>(std::move(ex), std::move(state), std::move(f));
+    });
     return;
   }
   auto strand = state->strand();
   if (!strand) return; // cancelled before it could start
-  boost::asio::post(*strand,
-                    [state, strand = *strand, f = std::forward<Factory>(factory)]() mutable {
-                      if (!state->begin_running()) return; // cancelled before it could start
-                      using executor = typename task_state_base::executor_type;
-                      spawn_task<T>(executor(std::move(strand), std::shared_ptr<task_gate>(state)),
-                                    state, std::move(f));
-                    });
+  boost::asio::post(*strand, [state = std::move(state), strand = *strand,
+                              f = std::forward<Factory>(factory)]() mutable {
+    if (!state->begin_running()) return; // cancelled before it could start
+    using executor = typename task_state_base::executor_type;
+    executor ex(std::move(strand), std::shared_ptr<task_gate>(state));
+    spawn_task<T>(std::move(ex), std::move(state), std::move(f));
+  });
 }
 
 class app_core final : public task_owner, public std::enable_shared_from_this<app_core> {
