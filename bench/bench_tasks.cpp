@@ -229,6 +229,21 @@ void BM_W1_taskyard(benchmark::State& state) {
   expect_ended(state, state.iterations() * batch);
 }
 
+// What any task that can be cancelled costs on raw Asio: co_spawn with a cancellation signal bound.
+void BM_W1_co_spawn_signal(benchmark::State& state) {
+  asio::io_context ioc{1};
+  ended = 0;
+  alloc_meter meter(state, batch);
+  for (auto _ : state) {
+    std::vector<asio::cancellation_signal> signals(batch); // one per task, as a task's state has
+    for (std::size_t i = 0; i < batch; ++i)
+      asio::co_spawn(ioc, noop(), asio::bind_cancellation_slot(signals[i].slot(), asio::detached));
+    drain(ioc);
+  }
+  meter.finish();
+  expect_ended(state, state.iterations() * batch);
+}
+
 void BM_W1_taskyard_strand(benchmark::State& state) {
   started_app s(true);
   ended = 0;
@@ -546,6 +561,7 @@ void BM_W5_flat_map(benchmark::State& state) {
 
 BENCHMARK(BM_W1_taskyard);
 BENCHMARK(BM_W1_co_spawn);
+BENCHMARK(BM_W1_co_spawn_signal);
 BENCHMARK(BM_W1_taskyard_strand);
 BENCHMARK(BM_W2_taskyard);
 BENCHMARK(BM_W2_registry);
