@@ -143,7 +143,8 @@ with open(os.path.join(a.outdir, "chart.dat"), "w") as f:
             label = "W3 RSS"
         f.write(f"\"{label}\" {ratio:.4f} {target if target is not None else 'NaN'}\n")
 with open(os.path.join(a.outdir, "chart.gp"), "w") as f:
-    f.write("""set terminal pngcairo size 1100,520 noenhanced font ',10'
+    f.write("""set terminal pngcairo size 1100,560 noenhanced font ',10'
+set bmargin 7
 set output 'chart.png'
 set title 'taskyard / hand-written Asio baseline (lower is better; red: target)'
 set style fill solid 0.6 border -1

@@ -1,4 +1,5 @@
-set terminal pngcairo size 1100,520 noenhanced font ',10'
+set terminal pngcairo size 1100,560 noenhanced font ',10'
+set bmargin 7
 set output 'chart.png'
 set title 'taskyard / hand-written Asio baseline (lower is better; red: target)'
 set style fill solid 0.6 border -1
