@@ -16,12 +16,14 @@
 #include <taskyard/errors.hpp>
 #include <taskyard/task.hpp>
 
+#include <boost/container_hash/hash.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
+
 #include <cstddef>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace taskyard {
@@ -122,7 +124,7 @@ public:
 
   /// Unregisters every task.
   void clear() {
-    std::unordered_map<std::string_view, std::shared_ptr<detail::task_state_base>> dropped;
+    index_type dropped;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       for (detail::task_state_base* s = order_.release_all(); s != nullptr;) {
@@ -138,9 +140,15 @@ private:
   using order_type =
       detail::intrusive_list<detail::task_state_base, &detail::task_state_base::registry_links>;
 
+  // Open addressing: a lookup among a million names touches the map's metadata, one slot and the
+  // state, rather than a bucket, a node and the state. Only ever looked up by key, so that elements
+  // moving on rehash does not matter. Keys view the names inside the states the map holds.
+  using index_type = boost::unordered_flat_map<std::string_view,
+                                               std::shared_ptr<detail::task_state_base>,
+                                               boost::hash<std::string_view>>;
+
   mutable std::mutex mutex_;
-  // Keys view the names inside the states the map holds.
-  std::unordered_map<std::string_view, std::shared_ptr<detail::task_state_base>> index_;
+  index_type index_;
   order_type order_; // registration order
 };
 

@@ -29,12 +29,14 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <cstddef>
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -113,27 +115,46 @@ struct task_completion {
   }
 };
 
-/// Starts a task: never inline. The start is posted to the task's strand, and the coroutine is
-/// spawned from there; spawning directly would run it at once when the caller is itself running
-/// on the io_context (its executor runs possibly-blocking work in place).
+/// Spawns a task's coroutine on `ex`, its executor (the task's strand or the io_context's
+/// executor, behind its gate). Called on that executor.
+template <typename T, typename Executor, typename Factory>
+void spawn_task(Executor ex, std::shared_ptr<task_state<T>> state, Factory&& factory) {
+  auto coroutine = run_task<T>(frame_ref<T>(state), std::forward<Factory>(factory));
+  boost::asio::co_spawn(std::move(ex), std::move(coroutine), task_completion<T>{std::move(state)});
+}
+
+/// Starts a task: never inline. The start is posted to the task's strand (or, on an io_context run
+/// by one thread, to the io_context), and the coroutine is spawned from there; spawning directly
+/// would run it at once when the caller is itself running on the io_context (its executor runs
+/// possibly-blocking work in place).
 template <typename T, typename Factory>
-void start_task(const std::shared_ptr<task_state<T>>& state, Factory&& factory) {
+void start_task(std::shared_ptr<task_state<T>> state, Factory&& factory) {
+  if (!state->on_strand()) {
+    const auto io = state->io_executor();
+    boost::asio::post(io, [state = std::move(state), f = std::forward<Factory>(factory)]() mutable {
+      if (!state->begin_running()) return; // cancelled before it could start
+      using executor = typename task_state_base::direct_executor_type;
+      executor ex(state->io_executor(), std::shared_ptr<task_gate>(state));
+      spawn_task<T>(std::move(ex), std::move(state), std::move(f));
+    });
+    return;
+  }
   auto strand = state->strand();
   if (!strand) return; // cancelled before it could start
-  boost::asio::post(*strand,
-                    [state, strand = *strand, f = std::forward<Factory>(factory)]() mutable {
-                      if (!state->begin_running()) return; // cancelled before it could start
-                      using executor = typename task_state_base::executor_type;
-                      executor ex(std::move(strand), std::shared_ptr<task_gate>(state));
-                      boost::asio::co_spawn(ex, run_task<T>(frame_ref<T>(state), std::move(f)),
-                                            task_completion<T>{state});
-                    });
+  boost::asio::post(*strand, [state = std::move(state), strand = *strand,
+                              f = std::forward<Factory>(factory)]() mutable {
+    if (!state->begin_running()) return; // cancelled before it could start
+    using executor = typename task_state_base::executor_type;
+    executor ex(std::move(strand), std::shared_ptr<task_gate>(state));
+    spawn_task<T>(std::move(ex), std::move(state), std::move(f));
+  });
 }
 
 class app_core final : public task_owner, public std::enable_shared_from_this<app_core> {
 public:
   app_core(std::string app_name, boost::asio::io_context& context)
-      : name(std::move(app_name)), ioc(context), events(context.get_executor()) {}
+      : name(std::move(app_name)), ioc(context), events(context.get_executor()),
+        one_thread_(runs_on_one_thread(context)) {}
 
   app_core(const app_core&) = delete;
   app_core& operator=(const app_core&) = delete;
@@ -142,6 +163,14 @@ public:
 
   const std::string name;
   boost::asio::io_context& ioc;
+
+  /// A new task's strand: none on an io_context made for one thread (runs_on_one_thread), where
+  /// the io_context's executor serialises everything already.
+  [[nodiscard]] std::optional<task_state_base::strand_type> task_strand() const {
+    if (one_thread_) return std::nullopt;
+    return boost::asio::make_strand(ioc);
+  }
+
   taskyard::config config;
   taskyard::registry registry;
   taskyard::event_hub events;
@@ -361,6 +390,7 @@ private:
 
   using live_list = intrusive_list<task_state_base, &task_state_base::live_links>;
 
+  const bool one_thread_;
   mutable std::mutex mutex_;
   app_phase phase_ = app_phase::created;
   bool stop_requested_ = false;

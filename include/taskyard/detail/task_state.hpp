@@ -19,6 +19,7 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/detail/concurrency_hint.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/system/system_error.hpp>
@@ -62,22 +63,46 @@ inline bool is_operation_aborted(const std::exception_ptr& e) noexcept {
   }
 }
 
+/// True if the io_context was made for one thread (concurrency hint 1, or a hint that turns its
+/// locking off): Asio's own promise that one thread runs it, so a task needs no strand of its own.
+/// The same rule as the scheduler's own single-thread optimisation.
+inline bool runs_on_one_thread(boost::asio::io_context& ioc) {
+  const int hint =
+      boost::asio::use_service<boost::asio::detail::io_context_impl>(ioc).concurrency_hint();
+  return hint == 1 || !BOOST_ASIO_CONCURRENCY_HINT_IS_LOCKING(SCHEDULER, hint) ||
+         !BOOST_ASIO_CONCURRENCY_HINT_IS_LOCKING(REACTOR_IO, hint);
+}
+
 inline std::string display_name(const std::string& name) {
   return name.empty() ? std::string("<unnamed>") : "'" + name + "'";
 }
 
 class task_state_base : public task_gate {
 public:
-  using strand_type = boost::asio::strand<boost::asio::io_context::executor_type>;
+  using io_executor_type = boost::asio::io_context::executor_type;
+  using strand_type = boost::asio::strand<io_executor_type>;
+  /// A task's executor: its strand behind its gate, or, on an io_context that runs on one thread,
+  /// the io_context's executor behind its gate (24 bytes, so that an any_io_executor holds it
+  /// without allocating).
   using executor_type = task_executor<strand_type>;
+  using direct_executor_type = task_executor<io_executor_type>;
 
   // Bits of task_gate::flags beyond 'abandoned'.
   static constexpr unsigned frame_alive = 2;
 
+  /// A task that runs on a strand of its own.
   task_state_base(std::string name, std::shared_ptr<task_owner> owner, strand_type strand,
                   const std::type_info& result_type)
       : name_(std::move(name)), result_type_(result_type), owner_(std::move(owner)),
-        io_executor_(strand.get_inner_executor()), strand_(std::move(strand)) {}
+        io_executor_(strand.get_inner_executor()), on_strand_(true), strand_(std::move(strand)) {}
+
+  /// A task that runs on a strand of its own if `strand` is given, otherwise directly on `io`,
+  /// which must then be run by one thread only (see runs_on_one_thread).
+  task_state_base(std::string name, std::shared_ptr<task_owner> owner,
+                  std::optional<strand_type> strand, io_executor_type io,
+                  const std::type_info& result_type)
+      : name_(std::move(name)), result_type_(result_type), owner_(std::move(owner)),
+        io_executor_(std::move(io)), on_strand_(strand.has_value()), strand_(std::move(strand)) {}
 
   task_state_base(const task_state_base&) = delete;
   task_state_base& operator=(const task_state_base&) = delete;
@@ -93,9 +118,14 @@ public:
   /// its strand, which belongs to the io_context, so that a handle may outlive the App and its
   /// io_context.
   [[nodiscard]] std::optional<strand_type> strand() const {
+    if (!on_strand_) return std::nullopt;
     std::lock_guard<std::mutex> lock(mutex_);
     return strand_;
   }
+
+  /// True if the task runs on a strand of its own, false if directly on the io_context's executor.
+  [[nodiscard]] bool on_strand() const noexcept { return on_strand_; }
+  [[nodiscard]] const io_executor_type& io_executor() const noexcept { return io_executor_; }
 
   [[nodiscard]] task_status status() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -268,13 +298,18 @@ private:
     wait_list::complete_detached(woken);
   }
 
-  // The signal may only be emitted where the task runs; the strand is the task's executor without
-  // the gate, so cancellation still reaches a task that has been given up on.
+  // The signal may only be emitted where the task runs; the strand (or, without one, the
+  // io_context's executor, which one thread runs) is the task's executor without the gate, so
+  // cancellation still reaches a task that has been given up on. Called for an unfinished task
+  // only, whose strand, if it has one, is still there.
   void emit_cancellation(std::optional<strand_type> strand) {
-    if (!strand) return;
-    boost::asio::post(*strand, [self = shared_from_gate()] {
+    auto emit = [self = shared_from_gate()] {
       self->signal_.emit(boost::asio::cancellation_type::terminal);
-    });
+    };
+    if (strand)
+      boost::asio::post(*strand, std::move(emit));
+    else if (!on_strand_)
+      boost::asio::post(io_executor_, std::move(emit));
   }
 
   std::shared_ptr<task_state_base> shared_from_gate() {
@@ -284,8 +319,9 @@ private:
   const std::string name_;
   const std::type_info& result_type_;
   std::shared_ptr<task_owner> owner_;
-  const boost::asio::io_context::executor_type io_executor_; // fallback for waiters' handlers
-  std::optional<strand_type> strand_;
+  const io_executor_type io_executor_; // waiters' fallback; the task's executor if no strand
+  const bool on_strand_;
+  std::optional<strand_type> strand_; // while unfinished, if on_strand_
   mutable std::mutex mutex_;
   task_status status_ = task_status::pending;
   bool cancel_requested_ = false;

@@ -1,0 +1,167 @@
+#include <taskyard/app.hpp>
+
+#include "support.hpp"
+
+#include <catch2/catch.hpp>
+
+// An io_context made for one thread (`io_context{1}`) runs tasks without a strand each: the same
+// behaviour as on a strand, including from other threads, cancellation, forced shutdown and the
+// App's destruction.
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/detached.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace asio = boost::asio;
+using taskyard::App;
+using taskyard::Task;
+
+namespace {
+
+asio::awaitable<int> answer() {
+  co_await test::yield();
+  co_return 42;
+}
+
+asio::awaitable<void> sleeps_until_cancelled(bool& cleaned_up) {
+  test::frame_probe probe;
+  try {
+    co_await test::suspend_forever();
+  } catch (const boost::system::system_error&) {
+    cleaned_up = true;
+    throw;
+  }
+}
+
+asio::awaitable<void> ignores_cancellation() {
+  test::frame_probe probe;
+  asio::steady_timer timer(co_await asio::this_coro::executor,
+                           asio::steady_timer::time_point::max());
+  for (;;) {
+    auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    (void)ec;
+    co_await asio::this_coro::reset_cancellation_state();
+  }
+}
+
+} // namespace
+
+TEST_CASE("tasks on an io_context made for one thread run on its executor, with no strand",
+          "[one_thread]") {
+  asio::io_context ioc{1};
+  bool cleaned_up = false;
+  bool ran_on_executor = false;
+  bool was_cancelled = false;
+  int value = 0;
+  Task<int> answer_task;
+  Task<> sleeper;
+  {
+    App app{"one-thread", ioc};
+    answer_task = app.add_task(answer(), "answer");
+    sleeper = app.add_task(sleeps_until_cancelled(cleaned_up), "sleeper");
+    app.add_task(
+        [&](App& a) -> asio::awaitable<void> {
+          auto ex = co_await asio::this_coro::executor;
+          // The io_context's executor behind the task's gate, not a strand.
+          ran_on_executor =
+              ex.target<taskyard::detail::task_state_base::direct_executor_type>() != nullptr;
+          value = co_await a.get_task<int>("answer").wait();
+          was_cancelled = co_await a.cancel_task("sleeper", "enough");
+          a.stop();
+        },
+        "driver");
+    asio::co_spawn(ioc, app.serve(), asio::detached);
+    ioc.run();
+  }
+  CHECK(ran_on_executor);
+  CHECK(value == 42);
+  CHECK(answer_task.result() == 42);
+  CHECK(was_cancelled);
+  CHECK(sleeper.cancelled());
+  CHECK(sleeper.cancel_message() == "enough");
+  CHECK(cleaned_up);
+  CHECK(test::live_frames == 0);
+}
+
+TEST_CASE("on an io_context made for one thread, add_task never runs a task inline",
+          "[one_thread]") {
+  asio::io_context ioc{1};
+  std::vector<std::string> order;
+  {
+    App app{"one-thread-order", ioc};
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      auto child = a.add_task([&]() -> asio::awaitable<void> {
+        order.push_back("child");
+        co_return;
+      });
+      order.push_back("after add_task");
+      co_await child.wait();
+    });
+  }
+  CHECK(order == std::vector<std::string>{"after add_task", "child"});
+}
+
+TEST_CASE("on an io_context made for one thread, other threads add, find and cancel tasks",
+          "[one_thread][threads]") {
+  asio::io_context ioc{1};
+  constexpr int per_thread = 200;
+  std::atomic<int> added{0};
+  std::vector<Task<>> handles[2];
+  std::vector<std::thread> threads;
+  {
+    App app{"one-thread-foreign", ioc};
+    test::signal all_added(ioc);
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      for (int t = 0; t < 2; ++t) {
+        threads.emplace_back([&, t] {
+          for (int i = 0; i < per_thread; ++i) {
+            std::string name(1, static_cast<char>('a' + t));
+            name += std::to_string(i);
+            handles[t].push_back(a.add_task(test::suspend_forever(), name));
+            a.find_task(name)->cancel("from thread");
+            if (++added == 2 * per_thread) all_added.notify();
+          }
+        });
+      }
+      co_await all_added.wait();
+      for (auto& hs : handles) {
+        for (auto& h : hs) {
+          try {
+            co_await h.wait();
+          } catch (const boost::system::system_error&) { // NOLINT(bugprone-empty-catch)
+          }
+        }
+      }
+    });
+    for (auto& t : threads) t.join();
+  }
+  int cancelled = 0;
+  for (auto& hs : handles)
+    for (auto& h : hs) cancelled += h.cancelled() ? 1 : 0;
+  CHECK(cancelled == 2 * per_thread);
+  CHECK(test::live_frames == 0);
+}
+
+TEST_CASE("on an io_context made for one thread, shutdown gives up on a task that ignores "
+          "cancellation and destroys its frame",
+          "[one_thread][shutdown]") {
+  asio::io_context ioc{1};
+  Task<> stubborn;
+  taskyard::shutdown_result report;
+  {
+    App app{"one-thread-shutdown", ioc};
+    stubborn = app.add_task(ignores_cancellation(), "stubborn");
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      co_await test::yield();
+      report = co_await a.shutdown_tasks(std::chrono::milliseconds(10));
+    });
+  }
+  CHECK(report.forced == std::vector<std::string>{"stubborn"});
+  CHECK(stubborn.forced());
+  CHECK(test::live_frames == 0);
+}
