@@ -17,8 +17,8 @@
 // clean up slowly would rightly be given up on too.
 //
 // TASKYARD_PRESSURE_TASKS sets the number of tasks (default 100000; at least 100, 1% of them ignore
-// cancellation and 1% clean up slowly). The asan and tsan test presets run 20,000 and 10,000, for
-// the same reason: sanitized, cancelling 100,000 tasks alone takes about as long as the timeout.
+// cancellation and 1% clean up slowly). The asan and tsan test presets run 10,000 and 5,000, for
+// the same reason: sanitized, cancelling 100,000 tasks alone takes longer than the timeout.
 
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
