@@ -4,10 +4,12 @@
 set -euo pipefail
 
 # clang-14 builds the `clang` preset (not a later Debian clang: clang-16 miscompiles multithreaded
-# Asio coroutines at -O1/-O2); pkgconf provides pkg-config for the package.pkg_config test;
-# python3-websockets is the third-party client of the websocket example's end-to-end test.
-packages=(libboost1.81-dev catch2 libbenchmark-dev cmake g++ clang-14 make ccache pkgconf
-  python3-websockets)
+# Asio coroutines at -O1/-O2); libclang-rt-14-dev is its libFuzzer (the `fuzz` preset); valgrind
+# runs the examples under memcheck (the valgrind tests of the dev and clang presets); pkgconf
+# provides pkg-config for the package.pkg_config test; python3-websockets is the third-party client
+# of the websocket example's end-to-end test.
+packages=(libboost1.81-dev catch2 libbenchmark-dev cmake g++ clang-14 libclang-rt-14-dev make ccache
+  pkgconf python3-websockets valgrind)
 
 missing=()
 for p in "${packages[@]}"; do

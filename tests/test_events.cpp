@@ -141,10 +141,17 @@ TEST_CASE("dispatch from a foreign thread wakes the waiters on the io_context",
   CHECK(waiters[3].result() == 3);
 }
 
-TEST_CASE("an empty event name is a clear error", "[events][errors]") {
+TEST_CASE("an empty event name is a clear error and disturbs no waiter", "[events][errors]") {
   App app{"empty-event"};
-  CHECK_THROWS_AS(app.dispatch(""), taskyard::invalid_event_name);
+  try {
+    (void)app.dispatch("");
+    FAIL("dispatch(\"\") did not throw");
+  } catch (const taskyard::invalid_event_name& e) {
+    CHECK_THAT(e.what(), Catch::Contains("must not be empty"));
+  }
   test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<int> waiter = a.add_task(wait_then(a, "real.event", 7));
+    co_await until_waiting(a, "real.event", 1);
     bool threw = false;
     try {
       co_await a.event("");
@@ -152,6 +159,21 @@ TEST_CASE("an empty event name is a clear error", "[events][errors]") {
       threw = true;
     }
     CHECK(threw);
+    bool timed_threw = false;
+    try {
+      co_await a.event("", 1h);
+    } catch (const taskyard::invalid_event_name&) {
+      timed_threw = true;
+    }
+    CHECK(timed_threw);
+    CHECK_THROWS_AS(a.dispatch(""), taskyard::invalid_event_name); // while running too
+    // Nothing was lost: the real waiter still waits, and the next dispatch wakes it.
+    CHECK_FALSE(waiter.done());
+    CHECK(a.event_waiters("real.event") == 1);
+    const std::size_t woken = a.dispatch("real.event");
+    CHECK(woken == 1);
+    const int value = co_await waiter.wait();
+    CHECK(value == 7);
   });
 }
 

@@ -377,6 +377,45 @@ TEST_CASE("a main_process_start listener that throws: nothing starts, the stop s
   CHECK(test::live_frames == 0);
 }
 
+TEST_CASE("an after_server_start listener that throws: the tasks already started are shut down, "
+          "the stop sequence runs and run() rethrows",
+          "[lifecycle][errors]") {
+  REQUIRE(test::live_frames == 0);
+  App app{"failing-after-start"};
+  strings seen;
+  bool ran = false;
+  Task<> deferred = app.add_task(records_run(arg_probe{}, ran), "deferred");
+  bool deferred_running_at_failure = false;
+  app.after_server_start([&]() -> asio::awaitable<void> {
+    seen.push_back("after_server_start 1");
+    // The deferred task has started (before after_server_start): wait until it runs.
+    while (!ran) co_await test::yield();
+    deferred_running_at_failure = !deferred.done();
+    throw listener_failure("after_server_start 1 failed");
+  });
+  app.after_server_start([&] { seen.push_back("after_server_start 2"); });
+  app.before_server_stop([&] { seen.push_back("before_server_stop"); });
+  app.after_server_stop([&] { seen.push_back("after_server_stop"); });
+  app.main_process_stop([&] { seen.push_back("main_process_stop"); });
+  try {
+    app.run({.threads = 1, .handle_signals = false});
+    FAIL("run() did not rethrow the listener's exception");
+  } catch (const listener_failure& e) {
+    CHECK(std::string(e.what()) == "after_server_start 1 failed");
+  }
+  // The later after_server_start listener is skipped; the stop sequence runs in full, without a
+  // stop() from anyone: the failure is the stop.
+  CHECK(seen == strings{"after_server_start 1", "before_server_stop", "after_server_stop",
+                        "main_process_stop"});
+  CHECK(ran);
+  CHECK(deferred_running_at_failure);
+  CHECK(deferred.done());
+  CHECK(deferred.cancelled());
+  CHECK_FALSE(deferred.forced());
+  CHECK(test::live_frames == 0);
+  CHECK_THROWS_AS(app.add_task(test::suspend_forever()), taskyard::app_stopped);
+}
+
 TEST_CASE(
     "a stop listener that throws does not prevent the later ones and run() rethrows the first",
     "[lifecycle][errors]") {

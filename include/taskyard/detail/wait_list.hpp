@@ -81,7 +81,8 @@ public:
   static void complete_detached(node* first) {
     while (first != nullptr) {
       node* next = list_type::next(*first);
-      first->links_ = {};
+      // The links are not touched here: detach_all unlinked the node under the mutex, and a
+      // cancellation handler running on another thread reads them under that mutex.
       first->complete({});
       first = next;
     }
