@@ -4,15 +4,17 @@
 # process and its workers, as a terminal does) when each of the N workers has printed
 # "slow_work started", then checks the whole output and the exit status.
 #
-# Usage: workers_driver.sh path/to/example_workers [workers]   (default 4)
+# Usage: workers_driver.sh path/to/example_workers [workers [wrapper...]]   (default 4 workers)
+#   a wrapper runs the example: workers_driver.sh example_workers 2 valgrind --error-exitcode=99
 set -euo pipefail
 exe="$1"
 workers="${2:-4}"
+wrapper=("${@:3}")
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 mkfifo "$dir/output"
 set -m # the example runs in a process group of its own, as in a terminal
-"$exe" "$workers" >"$dir/output" 2>&1 &
+"${wrapper[@]}" "$exe" "$workers" >"$dir/output" 2>&1 &
 pid=$!
 set +m
 started=0
