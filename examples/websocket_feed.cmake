@@ -24,3 +24,17 @@ add_test(NAME e2e.websocket_feed.python
 set_tests_properties(e2e.websocket_feed.beast e2e.websocket_feed.python PROPERTIES
   LABELS e2e
   TIMEOUT 120)
+
+# The server under valgrind memcheck, with the Python client (label valgrind, as for the other
+# examples: see examples/CMakeLists.txt).
+if(TASKYARD_VALGRIND)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    target_compile_options(example_websocket_feed PRIVATE -gdwarf-4) # valgrind 3.19 and DWARF 5
+  endif()
+  add_test(NAME valgrind.websocket_feed
+    COMMAND bash ${taskyard_e2e_dir}/python_client.sh
+      $<TARGET_FILE:example_websocket_feed> ${taskyard_e2e_dir}/feed_client.py
+      ${TASKYARD_VALGRIND_EXECUTABLE} --quiet --tool=memcheck --error-exitcode=99 --leak-check=full
+      --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect)
+  set_tests_properties(valgrind.websocket_feed PROPERTIES LABELS valgrind TIMEOUT 180)
+endif()

@@ -4,13 +4,15 @@
 # checks that the server printed "Received: hello from python", stops it with SIGINT, and checks
 # that it exited with status 0 having printed nothing else, on stdout or stderr.
 #
-# Usage: python_client.sh <example_websocket_feed> <feed_client.py>
+# Usage: python_client.sh <example_websocket_feed> <feed_client.py> [wrapper...]
+# A wrapper runs the server: python_client.sh server client.py valgrind --error-exitcode=99
 # The client runs with $TASKYARD_PYTHON, by default Debian's /usr/bin/python3 (a python3 earlier
 # on PATH may be another interpreter, without Debian's packages).
 set -euo pipefail
 
 server="$1"
 client="$2"
+wrapper=("${@:3}")
 python="${TASKYARD_PYTHON:-/usr/bin/python3}"
 
 fail() {
@@ -37,7 +39,7 @@ trap cleanup EXIT
 
 # The server's stdout comes through a FIFO, read line by line as it comes (and copied to a file).
 mkfifo "$work/out"
-"$server" 0 >"$work/out" 2>"$work/err" &
+"${wrapper[@]}" "$server" 0 >"$work/out" 2>"$work/err" &
 pid=$!
 exec {out}<"$work/out"
 : >"$work/stdout"
