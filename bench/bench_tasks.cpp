@@ -217,8 +217,8 @@ constexpr std::size_t batch = 1000;
 // ------------------------------------------------------------------------------------------------
 // W1: unnamed task, added and run to completion
 
-void BM_W1_taskyard(benchmark::State& state) {
-  started_app s;
+void run_w1_taskyard(benchmark::State& state, bool strand_per_task) {
+  started_app s(strand_per_task);
   ended = 0;
   alloc_meter meter(state, batch);
   for (auto _ : state) {
@@ -244,17 +244,9 @@ void BM_W1_co_spawn_signal(benchmark::State& state) {
   expect_ended(state, state.iterations() * batch);
 }
 
-void BM_W1_taskyard_strand(benchmark::State& state) {
-  started_app s(true);
-  ended = 0;
-  alloc_meter meter(state, batch);
-  for (auto _ : state) {
-    for (std::size_t i = 0; i < batch; ++i) s.app.add_task(noop());
-    drain(s.ioc);
-  }
-  meter.finish();
-  expect_ended(state, state.iterations() * batch);
-}
+void BM_W1_taskyard(benchmark::State& state) { run_w1_taskyard(state, false); }
+
+void BM_W1_taskyard_strand(benchmark::State& state) { run_w1_taskyard(state, true); }
 
 void BM_W1_co_spawn(benchmark::State& state) {
   asio::io_context ioc{1};
