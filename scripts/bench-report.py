@@ -119,7 +119,7 @@ if have("BM_W2_taskyard"):
                  + ("**met**." if w2 < TOKIO_W2_NS else "**missed**."))
 lines.append("")
 load = ", ".join(f"{x:.2f}" for x in ctx.get("load_avg", []))
-lines.append(f"Machine: {a.cpu}, {a.cores} cores ({ctx.get('mhz_per_cpu', '?')} MHz), shared with other builds "
+lines.append(f"Machine: {a.cpu}, {a.cores} cores ({ctx.get('mhz_per_cpu', '?')} MHz) "
              f"(load average at the start of the run: {load}); {a.compiler}; Boost {a.boost}; {ctx.get('date', '?')}. "
              "Medians of 5 repetitions; times are the benchmark thread's CPU time, so other processes' load "
              "counts less than in wall time, and each ratio is taken in one run.")
