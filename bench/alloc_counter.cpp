@@ -13,10 +13,10 @@
 #include "alloc_counter.hpp"
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <malloc.h>
-#include <cerrno>
 #include <unistd.h>
 
 namespace {
@@ -60,8 +60,7 @@ void* note_allocation(void* p, std::size_t n) noexcept {
   const std::size_t live = live_bytes.fetch_add(usable, std::memory_order_relaxed) + usable;
   std::size_t peak = peak_live_bytes.load(std::memory_order_relaxed);
   while (live > peak &&
-         !peak_live_bytes.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
-  }
+         !peak_live_bytes.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {}
   return p;
 }
 

@@ -2,8 +2,8 @@
 // bench/alloc_counter.hpp
 // ~~~~~~~~~~~~~~~~~~~~~~~
 //
-// What the benchmarks measure besides time: heap allocations (a replacement of glibc's malloc family,
-// in alloc_counter.cpp, counts them) and the process's resident set size.
+// What the benchmarks measure besides time: heap allocations (a replacement of glibc's malloc
+// family, in alloc_counter.cpp, counts them) and the process's resident set size.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //

@@ -162,13 +162,13 @@ struct hand_registry {
     entry& e = it->second;
     e.done = false;
     std::string_view key = it->first;
-    asio::co_spawn(ioc, std::move(a),
-                   asio::bind_cancellation_slot(
-                       e.signal.slot(), [this, &e, key](std::exception_ptr error) {
-                         e.done = true;
-                         e.error = std::move(error);
-                         finished.push_back(key);
-                       }));
+    asio::co_spawn(
+        ioc, std::move(a),
+        asio::bind_cancellation_slot(e.signal.slot(), [this, &e, key](std::exception_ptr error) {
+          e.done = true;
+          e.error = std::move(error);
+          finished.push_back(key);
+        }));
   }
 
   bool cancel(const std::string& name) {

@@ -81,7 +81,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (seen.count() != 0) fail("the App disagrees with the model:\n" + seen.report());
   if (test::live_frames != 0)
-    fail(std::to_string(test::live_frames) + " coroutine frame(s) left after the App was destroyed");
+    fail(std::to_string(test::live_frames) +
+         " coroutine frame(s) left after the App was destroyed");
   const int failed = model::failed_throwers(d);
   d.m = {};
   // Every failure nobody observed reached the handler exactly once (none was observed here).

@@ -109,11 +109,11 @@ asio::awaitable<void> pressured(pressure_log& log, behaviour b) {
 }
 
 void shutdown_under_pressure(std::size_t threads) {
-  const int tasks = static_cast<int>(std::max<std::uint64_t>(
-      100, env_or("TASKYARD_PRESSURE_TASKS", 100000)));
+  const int tasks =
+      static_cast<int>(std::max<std::uint64_t>(100, env_or("TASKYARD_PRESSURE_TASKS", 100000)));
   const int each = tasks / 100; // ignoring, and cleaning up slowly
-  const auto margin = std::chrono::milliseconds(
-      env_or("TASKYARD_PRESSURE_MARGIN_MS", sanitized ? 20000 : 2000));
+  const auto margin =
+      std::chrono::milliseconds(env_or("TASKYARD_PRESSURE_MARGIN_MS", sanitized ? 20000 : 2000));
   const auto timeout = 1s;
   std::cout << "pressure: " << tasks << " tasks on " << threads << " thread(s)\n";
 
@@ -121,60 +121,60 @@ void shutdown_under_pressure(std::size_t threads) {
   {
     App app{"pressure"};
     pressure_log log{app.io_context(), tasks};
-    test::run_app(
-        app,
-        [&](App& a) -> asio::awaitable<void> {
-          std::vector<Task<>> handles;
-          std::vector<std::string> ignorers;
-          handles.reserve(static_cast<std::size_t>(tasks));
-          for (int i = 0; i < tasks; ++i) {
-            const behaviour b = i % 100 == 0   ? behaviour::ignores
-                                : i % 100 == 1 ? behaviour::slow_cleanup
-                                               : behaviour::cooperative;
-            std::string name = "task-" + std::to_string(i);
-            if (b == behaviour::ignores) ignorers.push_back(name);
-            handles.push_back(a.add_task(pressured(log, b), std::move(name)));
-          }
-          co_await log.all_started.wait();
-          REQUIRE(test::live_frames == tasks);
+    test::run_app(app,
+                  [&](App& a) -> asio::awaitable<void> {
+                    std::vector<Task<>> handles;
+                    std::vector<std::string> ignorers;
+                    handles.reserve(static_cast<std::size_t>(tasks));
+                    for (int i = 0; i < tasks; ++i) {
+                      const behaviour b = i % 100 == 0   ? behaviour::ignores
+                                          : i % 100 == 1 ? behaviour::slow_cleanup
+                                                         : behaviour::cooperative;
+                      std::string name = "task-" + std::to_string(i);
+                      if (b == behaviour::ignores) ignorers.push_back(name);
+                      handles.push_back(a.add_task(pressured(log, b), std::move(name)));
+                    }
+                    co_await log.all_started.wait();
+                    REQUIRE(test::live_frames == tasks);
 
-          const auto begin = std::chrono::steady_clock::now();
-          const std::clock_t cpu_begin = std::clock();
-          taskyard::shutdown_result result = co_await a.shutdown_tasks(timeout);
-          const auto took = std::chrono::steady_clock::now() - begin;
-          // The CPU time tells a slow shutdown from a busy machine.
-          std::cout << "pressure: shutdown_tasks took "
-                    << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
-                    << " ms, " << (std::clock() - cpu_begin) * 1000 / CLOCKS_PER_SEC
-                    << " ms of CPU\n";
+                    const auto begin = std::chrono::steady_clock::now();
+                    const std::clock_t cpu_begin = std::clock();
+                    taskyard::shutdown_result result = co_await a.shutdown_tasks(timeout);
+                    const auto took = std::chrono::steady_clock::now() - begin;
+                    // The CPU time tells a slow shutdown from a busy machine.
+                    std::cout << "pressure: shutdown_tasks took "
+                              << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                              << " ms, " << (std::clock() - cpu_begin) * 1000 / CLOCKS_PER_SEC
+                              << " ms of CPU\n";
 
-          // Within the timeout plus the margin (see the top of this file).
-          INFO("shutdown_tasks took "
-               << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
-          CHECK(took < timeout + margin);
-          CHECK(result.cancelled == static_cast<std::size_t>(tasks));
-          std::sort(result.forced.begin(), result.forced.end());
-          std::sort(ignorers.begin(), ignorers.end());
-          CHECK(result.forced.size() == static_cast<std::size_t>(each));
-          CHECK(result.forced == ignorers);
-          CHECK(test::live_frames == 0); // right after shutdown_tasks returns
-          CHECK(log.aborts_ignored == each);
-          CHECK(log.cleanups_finished == each);
+                    // Within the timeout plus the margin (see the top of this file).
+                    INFO("shutdown_tasks took "
+                         << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                         << " ms");
+                    CHECK(took < timeout + margin);
+                    CHECK(result.cancelled == static_cast<std::size_t>(tasks));
+                    std::sort(result.forced.begin(), result.forced.end());
+                    std::sort(ignorers.begin(), ignorers.end());
+                    CHECK(result.forced.size() == static_cast<std::size_t>(each));
+                    CHECK(result.forced == ignorers);
+                    CHECK(test::live_frames == 0); // right after shutdown_tasks returns
+                    CHECK(log.aborts_ignored == each);
+                    CHECK(log.cleanups_finished == each);
 
-          int forced = 0, cancelled = 0, failed = 0;
-          for (const auto& t : handles) {
-            forced += t.forced() ? 1 : 0;
-            cancelled += t.done() && t.cancelled() ? 1 : 0;
-            failed += t.failed() ? 1 : 0;
-          }
-          CHECK(forced == each);
-          CHECK(cancelled == tasks);
-          CHECK(failed == 0);
-          CHECK(a.tasks().size() == static_cast<std::size_t>(tasks));
-          CHECK(a.purge_tasks() == static_cast<std::size_t>(tasks));
-          CHECK(a.tasks().empty());
-        },
-        {.threads = threads, .handle_signals = false});
+                    int forced = 0, cancelled = 0, failed = 0;
+                    for (const auto& t : handles) {
+                      forced += t.forced() ? 1 : 0;
+                      cancelled += t.done() && t.cancelled() ? 1 : 0;
+                      failed += t.failed() ? 1 : 0;
+                    }
+                    CHECK(forced == each);
+                    CHECK(cancelled == tasks);
+                    CHECK(failed == 0);
+                    CHECK(a.tasks().size() == static_cast<std::size_t>(tasks));
+                    CHECK(a.purge_tasks() == static_cast<std::size_t>(tasks));
+                    CHECK(a.tasks().empty());
+                  },
+                  {.threads = threads, .handle_signals = false});
   }
   CHECK(test::live_frames == 0);
 }

@@ -143,9 +143,9 @@ private:
   // Open addressing: a lookup among a million names touches the map's metadata, one slot and the
   // state, rather than a bucket, a node and the state. Only ever looked up by key, so that elements
   // moving on rehash does not matter. Keys view the names inside the states the map holds.
-  using index_type = boost::unordered_flat_map<std::string_view,
-                                               std::shared_ptr<detail::task_state_base>,
-                                               boost::hash<std::string_view>>;
+  using index_type =
+      boost::unordered_flat_map<std::string_view, std::shared_ptr<detail::task_state_base>,
+                                boost::hash<std::string_view>>;
 
   mutable std::mutex mutex_;
   index_type index_;
