@@ -579,8 +579,8 @@ private:
       core_->start_deferred();
       co_await run_listeners(after_server_start_);
       auto core = core_;
-      co_await detail::app_core::wait_until(core,
-                                            [&core] { return core->stop_requested_locked(); });
+      co_await detail::app_core::wait_until(
+          core, [&core] { return core->stop_requested_locked(); }, detail::app_core::wake_on::stop);
     } catch (...) {
       error = std::current_exception();
     }

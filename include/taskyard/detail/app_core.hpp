@@ -159,7 +159,10 @@ public:
   app_core(const app_core&) = delete;
   app_core& operator=(const app_core&) = delete;
 
-  ~app_core() override { changes_.destroy_all(); }
+  ~app_core() override {
+    changes_.destroy_all();
+    stop_waiters_.destroy_all();
+  }
 
   const std::string name;
   boost::asio::io_context& ioc;
@@ -223,6 +226,7 @@ public:
   void request_stop() {
     std::unique_lock<std::mutex> lock(mutex_);
     stop_requested_ = true;
+    if (!stop_waiters_.empty()) stop_waiters_.complete_all(lock);
     notify_changes(lock);
   }
 
@@ -257,11 +261,19 @@ public:
     dropped.swap(deferred_);
   }
 
-  /// Waits until `pred()`, evaluated under the core's mutex, holds. Re-checked on every change in
-  /// the number of unfinished tasks or abandoned frames, and on stop requests. Cancellable.
+  /// What may make a wait_until predicate true.
+  enum class wake_on : unsigned char {
+    stop,   ///< a stop request only
+    change, ///< a stop request, or a change in the number of unfinished tasks or abandoned frames
+  };
+
+  /// Waits until `pred()`, evaluated under the core's mutex, holds; re-checked on what `on` names
+  /// (so that a wait for a stop alone is not woken by every task that finishes). Cancellable.
   template <typename Pred>
-  static boost::asio::awaitable<void> wait_until(std::shared_ptr<app_core> self, Pred pred) {
-    while (!self->check(pred)) co_await self->async_wait_change(pred, boost::asio::use_awaitable);
+  static boost::asio::awaitable<void> wait_until(std::shared_ptr<app_core> self, Pred pred,
+                                                 wake_on on = wake_on::change) {
+    while (!self->check(pred))
+      co_await self->async_wait_change(pred, on, boost::asio::use_awaitable);
   }
 
   /// True once the App is being destroyed.
@@ -295,6 +307,7 @@ public:
     phase_ = app_phase::stopped;
     closed_ = true;
     changes_.destroy_all();
+    stop_waiters_.destroy_all();
   }
 
   /// Drops the references that tasks and the core hold to each other.
@@ -354,19 +367,20 @@ private:
     Starter starter_;
   };
 
-  /// Completes at once if pred() holds, otherwise at the next change (or with operation_aborted
-  /// if the waiter is cancelled). The caller re-checks pred() after waking.
+  /// Completes at once if pred() holds, otherwise at the next change `on` names (or with
+  /// operation_aborted if the waiter is cancelled). The caller re-checks pred() after waking.
   template <typename Pred, typename CompletionToken>
-  auto async_wait_change(Pred pred, CompletionToken&& token) {
+  auto async_wait_change(Pred pred, wake_on on, CompletionToken&& token) {
     // An explicit pointer, not [this]: g++ 12 miscomputes an implicitly captured `this` in a
     // generic lambda of a class with several bases.
     app_core* self = this;
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-        [self, pred](auto handler) {
+        [self, pred, on](auto handler) {
           std::unique_lock<std::mutex> lock(self->mutex_);
           if (self->closed_) return; // the handler, and the coroutine it resumes, are destroyed
           if (!pred()) {
-            self->changes_.push(std::move(handler), self->ioc.get_executor());
+            auto& list = on == wake_on::stop ? self->stop_waiters_ : self->changes_;
+            list.push(std::move(handler), self->ioc.get_executor());
             return;
           }
           lock.unlock();
@@ -398,7 +412,8 @@ private:
   live_list live_; // every task added and not yet finished, in the order added
   std::size_t abandoned_frames_ = 0;
   std::vector<std::unique_ptr<deferred_start>> deferred_;
-  wait_list changes_{mutex_};
+  wait_list changes_{mutex_};      // wait_until(..., wake_on::change)
+  wait_list stop_waiters_{mutex_}; // wait_until(..., wake_on::stop)
 };
 
 } // namespace taskyard::detail
