@@ -13,6 +13,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +50,32 @@ asio::awaitable<void> ignores_cancellation() {
     co_await asio::this_coro::reset_cancellation_state();
   }
 }
+
+/// An operation that completes only when cancelled, and notes when its cancellation arrives.
+class cancellable_wait {
+public:
+  bool emitted = false;
+
+  template <typename Token>
+  auto async_wait(Token&& token) {
+    return asio::async_initiate<Token, void(boost::system::error_code)>(
+        [this](auto handler) {
+          using handler_type = decltype(handler);
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto held = std::make_shared<std::optional<handler_type>>(std::move(handler));
+          slot.assign([this, held](asio::cancellation_type) {
+            emitted = true;
+            handler_type h = std::move(**held);
+            held->reset();
+            auto ex = asio::get_associated_executor(h);
+            asio::post(ex, [h = std::move(h)]() mutable {
+              std::move(h)(boost::system::error_code(asio::error::operation_aborted));
+            });
+          });
+        },
+        token);
+  }
+};
 
 } // namespace
 
@@ -164,4 +192,69 @@ TEST_CASE("on an io_context made for one thread, shutdown gives up on a task tha
   CHECK(report.forced == std::vector<std::string>{"stubborn"});
   CHECK(stubborn.forced());
   CHECK(test::live_frames == 0);
+}
+
+TEST_CASE("on an io_context made for one thread, cancelling a task from the same thread emits "
+          "its cancellation at once, as one would by hand",
+          "[one_thread][cancel]") {
+  asio::io_context ioc{1};
+  cancellable_wait op;
+  bool emitted_before_cancel_returned = false;
+  bool was_cancelled = false;
+  {
+    App app{"one-thread-emit", ioc};
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      auto waiter = a.add_task(
+          [&]() -> asio::awaitable<void> { co_await op.async_wait(asio::use_awaitable); },
+          "waiter");
+      co_await test::yield(); // the waiter starts and suspends on the operation
+      const bool cancelled = waiter.cancel("now");
+      emitted_before_cancel_returned = cancelled && op.emitted;
+      try {
+        co_await waiter.wait();
+      } catch (const boost::system::system_error& e) {
+        was_cancelled = test::is_aborted(e);
+      }
+    });
+  }
+  CHECK(emitted_before_cancel_returned);
+  CHECK(was_cancelled);
+}
+
+TEST_CASE("on an io_context made for one thread, a task that cancels itself by name ends "
+          "cancelled, even if it then ends without suspending again",
+          "[one_thread][cancel][self]") {
+  asio::io_context ioc{1};
+  Task<> rethrows;
+  Task<> swallows;
+  bool saw_aborted = false;
+  {
+    App app{"one-thread-self-cancel", ioc};
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      rethrows = a.add_task(
+          [](App& app_) -> asio::awaitable<void> { co_await app_.cancel_task("rethrows"); },
+          "rethrows");
+      swallows = a.add_task(
+          [&](App& app_) -> asio::awaitable<void> {
+            try {
+              co_await app_.cancel_task("swallows");
+            } catch (const boost::system::system_error& e) {
+              saw_aborted = test::is_aborted(e);
+            }
+            // Returns at once: the task ends with no suspension after its cancellation.
+          },
+          "swallows");
+      try {
+        co_await rethrows.wait();
+      } catch (const boost::system::system_error&) { // NOLINT(bugprone-empty-catch)
+      }
+      try {
+        co_await swallows.wait();
+      } catch (const boost::system::system_error&) { // NOLINT(bugprone-empty-catch)
+      }
+    });
+  }
+  CHECK(rethrows.cancelled());
+  CHECK(saw_aborted);
+  CHECK(swallows.cancelled());
 }

@@ -31,6 +31,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <cstddef>
 #include <iostream>
@@ -81,16 +82,20 @@ private:
 template <typename T, typename Factory>
 boost::asio::awaitable<void> run_task(frame_ref<T> state, Factory factory) {
   std::exception_ptr failure;
+  bool aborted = false;
   try {
     if constexpr (std::is_void_v<T>) {
       co_await factory();
     } else {
       state->set_value(co_await factory());
     }
+  } catch (const boost::system::system_error& e) {
+    aborted = e.code() == boost::asio::error::operation_aborted;
+    failure = std::current_exception();
   } catch (...) {
     failure = std::current_exception();
   }
-  state->end(std::move(failure));
+  state->end(std::move(failure), aborted);
 }
 
 /// What co_spawn calls when a task's coroutine has ended (its frames already destroyed).
@@ -135,6 +140,7 @@ void start_task(std::shared_ptr<task_state<T>> state, Factory&& factory) {
       if (!state->begin_running()) return; // cancelled before it could start
       using executor = typename task_state_base::direct_executor_type;
       executor ex(state->io_executor(), std::shared_ptr<task_gate>(state));
+      running_scope running(*state); // the coroutine runs inside co_spawn, up to its suspension
       spawn_task<T>(std::move(ex), std::move(state), std::move(f));
     });
     return;

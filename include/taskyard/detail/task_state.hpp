@@ -24,6 +24,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <atomic>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -127,15 +128,13 @@ public:
   [[nodiscard]] bool on_strand() const noexcept { return on_strand_; }
   [[nodiscard]] const io_executor_type& io_executor() const noexcept { return io_executor_; }
 
-  [[nodiscard]] task_status status() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return status_;
+  // The status is written under the mutex, and read without it: once it says finished it never
+  // changes again, and what a finished task holds was written before it (release, acquire).
+  [[nodiscard]] task_status status() const noexcept {
+    return status_.load(std::memory_order_acquire);
   }
 
-  [[nodiscard]] bool finished() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return finished_locked();
-  }
+  [[nodiscard]] bool finished() const noexcept { return finished_locked(); }
 
   [[nodiscard]] std::string cancel_message() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -151,7 +150,7 @@ public:
     cancel_message_ = std::move(message);
     if (status_ == task_status::pending) {
       // Never started: nothing to interrupt, it is cancelled here and now.
-      status_ = task_status::cancelled;
+      set_status(task_status::cancelled);
       complete_locked(lock);
       return true;
     }
@@ -165,16 +164,19 @@ public:
   bool begin_running() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (status_ != task_status::pending) return false;
-    status_ = task_status::running;
+    set_status(task_status::running);
     flags.fetch_or(frame_alive, std::memory_order_relaxed);
     return true;
   }
 
-  /// Called by the task's coroutine as it ends, with the exception it ended by (or null). Settles
-  /// the outcome: a cancellation requested from now on comes too late to change it.
-  void end(std::exception_ptr e) noexcept {
+  /// Called by the task's coroutine as it ends, with the exception it ended by (or null), and
+  /// whether that exception is operation_aborted (told by the catch that caught it, which costs
+  /// nothing, where finding out from the exception_ptr would rethrow it). Settles the outcome: a
+  /// cancellation requested from now on comes too late to change it.
+  void end(std::exception_ptr e, bool aborted) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     exception_ = std::move(e);
+    ended_aborted_ = aborted;
     ended_ = true;
     ended_after_cancel_ = cancel_requested_;
   }
@@ -184,11 +186,14 @@ public:
   void finish(std::exception_ptr e) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (finished_locked()) return; // given up on already
-    if (!ended_) exception_ = std::move(e);
+    if (!ended_) {
+      exception_ = std::move(e);
+      ended_aborted_ = is_operation_aborted(exception_);
+    }
     if (exception_) {
-      status_ = is_operation_aborted(exception_) ? task_status::cancelled : task_status::failed;
+      set_status(ended_aborted_ ? task_status::cancelled : task_status::failed);
     } else {
-      status_ = ended_after_cancel_ ? task_status::cancelled : task_status::succeeded;
+      set_status(ended_after_cancel_ ? task_status::cancelled : task_status::succeeded);
     }
     complete_locked(lock);
   }
@@ -208,7 +213,7 @@ public:
     if (finished_locked()) return; // its frames are gone already
     auto strand = strand_;
     cancel_requested_ = true;
-    status_ = task_status::cancelled;
+    set_status(task_status::cancelled);
     forced_ = true;
     complete_locked(lock);
     emit_cancellation(std::move(strand));
@@ -284,8 +289,11 @@ public:
 
 private:
   [[nodiscard]] bool finished_locked() const noexcept {
-    return status_ != task_status::pending && status_ != task_status::running;
+    const task_status s = status();
+    return s != task_status::pending && s != task_status::running;
   }
+
+  void set_status(task_status s) noexcept { status_.store(s, std::memory_order_release); }
 
   // Called once the status says finished: lets go of the strand, tells the owner (which may
   // unregister the task), and only then wakes the waiters, so that a waiter sees the task gone
@@ -302,7 +310,18 @@ private:
   // io_context's executor, which one thread runs) is the task's executor without the gate, so
   // cancellation still reaches a task that has been given up on. Called for an unfinished task
   // only, whose strand, if it has one, is still there.
+  //
+  // Without a strand, from the io_context's own thread, it is emitted at once, as one would by
+  // hand: the task is suspended then, waiting on the operation the cancellation is for. Not when
+  // the task itself is running (it cancels itself, or something it resumed inline does): emitted
+  // then, the cancellation would be seen by co_spawn's own last co_await if the task ended
+  // without suspending again, and thrown out of io_context::run. Posted, it reaches the task at
+  // its next suspension.
   void emit_cancellation(std::optional<strand_type> strand) {
+    if (!on_strand_ && io_executor_.running_in_this_thread() && !running_here()) {
+      signal_.emit(boost::asio::cancellation_type::terminal);
+      return;
+    }
     auto emit = [self = shared_from_gate()] {
       self->signal_.emit(boost::asio::cancellation_type::terminal);
     };
@@ -323,10 +342,11 @@ private:
   const bool on_strand_;
   std::optional<strand_type> strand_; // while unfinished, if on_strand_
   mutable std::mutex mutex_;
-  task_status status_ = task_status::pending;
+  std::atomic<task_status> status_{task_status::pending}; // written under mutex_
   bool cancel_requested_ = false;
   bool ended_ = false;              // the coroutine has returned or thrown
   bool ended_after_cancel_ = false; // ... after its cancellation was requested
+  bool ended_aborted_ = false;      // ... by operation_aborted
   bool forced_ = false;
   mutable bool observed_ = false;
   std::string cancel_message_;
