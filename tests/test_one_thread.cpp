@@ -51,32 +51,6 @@ asio::awaitable<void> ignores_cancellation() {
   }
 }
 
-/// An operation that completes only when cancelled, and notes when its cancellation arrives.
-class cancellable_wait {
-public:
-  bool emitted = false;
-
-  template <typename Token>
-  auto async_wait(Token&& token) {
-    return asio::async_initiate<Token, void(boost::system::error_code)>(
-        [this](auto handler) {
-          using handler_type = decltype(handler);
-          auto slot = asio::get_associated_cancellation_slot(handler);
-          auto held = std::make_shared<std::optional<handler_type>>(std::move(handler));
-          slot.assign([this, held](asio::cancellation_type) {
-            emitted = true;
-            handler_type h = std::move(**held);
-            held->reset();
-            auto ex = asio::get_associated_executor(h);
-            asio::post(ex, [h = std::move(h)]() mutable {
-              std::move(h)(boost::system::error_code(asio::error::operation_aborted));
-            });
-          });
-        },
-        token);
-  }
-};
-
 } // namespace
 
 TEST_CASE("tasks on an io_context made for one thread run on its executor, with no strand",
@@ -194,35 +168,8 @@ TEST_CASE("on an io_context made for one thread, shutdown gives up on a task tha
   CHECK(test::live_frames == 0);
 }
 
-TEST_CASE("on an io_context made for one thread, cancelling a task from the same thread emits "
-          "its cancellation at once, as one would by hand",
-          "[one_thread][cancel]") {
-  asio::io_context ioc{1};
-  cancellable_wait op;
-  bool emitted_before_cancel_returned = false;
-  bool was_cancelled = false;
-  {
-    App app{"one-thread-emit", ioc};
-    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
-      auto waiter = a.add_task(
-          [&]() -> asio::awaitable<void> { co_await op.async_wait(asio::use_awaitable); },
-          "waiter");
-      co_await test::yield(); // the waiter starts and suspends on the operation
-      const bool cancelled = waiter.cancel("now");
-      emitted_before_cancel_returned = cancelled && op.emitted;
-      try {
-        co_await waiter.wait();
-      } catch (const boost::system::system_error& e) {
-        was_cancelled = test::is_aborted(e);
-      }
-    });
-  }
-  CHECK(emitted_before_cancel_returned);
-  CHECK(was_cancelled);
-}
-
 TEST_CASE("on an io_context made for one thread, a task that cancels itself by name ends "
-          "cancelled, even if it then ends without suspending again",
+          "cancelled, also when it catches the cancellation and returns at once",
           "[one_thread][cancel][self]") {
   asio::io_context ioc{1};
   Task<> rethrows;
@@ -257,4 +204,43 @@ TEST_CASE("on an io_context made for one thread, a task that cancels itself by n
   CHECK(rethrows.cancelled());
   CHECK(saw_aborted);
   CHECK(swallows.cancelled());
+}
+
+TEST_CASE("on an io_context made for one thread, a coroutine a task awaits may cancel that task: "
+          "the cancellation reaches both where they are suspended",
+          "[one_thread][cancel]") {
+  asio::io_context ioc{1};
+  Task<> parent;
+  bool child_saw_aborted = false;
+  {
+    App app{"one-thread-child-cancels-parent", ioc};
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      parent = a.add_task(
+          [&](App& app_) -> asio::awaitable<void> {
+            // Work queued on the strand first, so that the child runs later, on its own, rather
+            // than inline in the parent.
+            auto strand = asio::make_strand(app_.io_context());
+            asio::post(strand, [] {});
+            co_await asio::co_spawn(
+                strand,
+                [&]() -> asio::awaitable<void> {
+                  try {
+                    co_await app_.cancel_task("parent");
+                  } catch (const boost::system::system_error& e) {
+                    child_saw_aborted = test::is_aborted(e);
+                  }
+                },
+                asio::use_awaitable);
+          },
+          "parent");
+      try {
+        co_await parent.wait();
+      } catch (const boost::system::system_error&) { // NOLINT(bugprone-empty-catch)
+      }
+    });
+  }
+  // Emitted in place while the child ran, the cancellation would have been thrown out of the
+  // child's co_spawn, and out of io_context::run.
+  CHECK(child_saw_aborted);
+  CHECK(parent.cancelled());
 }

@@ -81,9 +81,8 @@ public:
 
   /// Requests cancellation, with an optional message kept on the handle (cancel_message()).
   ///
-  /// Terminal cancellation is emitted on the task's strand (on an io_context made for one thread,
-  /// at once if called on that thread from outside the task): the operation the task is suspended
-  /// on completes with `asio::error::operation_aborted`, which the task sees as a
+  /// Terminal cancellation is emitted on the task's strand: the operation the task is suspended on
+  /// completes with `asio::error::operation_aborted`, which the task sees as a
   /// `boost::system::system_error` (and so does every later `co_await` until it resets its
   /// cancellation state with `asio::this_coro::reset_cancellation_state()`). A task that has not
   /// started yet is cancelled at once. Returns false, and does nothing, if the task has already

@@ -140,7 +140,6 @@ void start_task(std::shared_ptr<task_state<T>> state, Factory&& factory) {
       if (!state->begin_running()) return; // cancelled before it could start
       using executor = typename task_state_base::direct_executor_type;
       executor ex(state->io_executor(), std::shared_ptr<task_gate>(state));
-      running_scope running(*state); // the coroutine runs inside co_spawn, up to its suspension
       spawn_task<T>(std::move(ex), std::move(state), std::move(f));
     });
     return;

@@ -31,40 +31,7 @@ namespace taskyard::detail {
 struct task_gate : std::enable_shared_from_this<task_gate> {
   static constexpr unsigned abandoned = 1;
   std::atomic<unsigned> flags{0};
-
-  /// True while work of this task (its coroutine) runs on the calling thread, perhaps with other
-  /// work run inline on top of it.
-  [[nodiscard]] bool running_here() const noexcept;
 };
-
-/// Marks a task's work as running on this thread for its lifetime: a stack of these, one per
-/// nesting level, per thread.
-class running_scope {
-public:
-  explicit running_scope(const task_gate& gate) noexcept : gate_(&gate), outer_(top()) {
-    top() = this;
-  }
-  running_scope(const running_scope&) = delete;
-  running_scope& operator=(const running_scope&) = delete;
-  ~running_scope() { top() = outer_; }
-
-  static bool contains(const task_gate& gate) noexcept {
-    for (const running_scope* s = top(); s != nullptr; s = s->outer_)
-      if (s->gate_ == &gate) return true;
-    return false;
-  }
-
-private:
-  static const running_scope*& top() noexcept {
-    static thread_local const running_scope* current = nullptr;
-    return current;
-  }
-
-  const task_gate* gate_;
-  const running_scope* outer_;
-};
-
-inline bool task_gate::running_here() const noexcept { return running_scope::contains(*this); }
 
 template <typename Inner>
 class task_executor {
@@ -125,11 +92,8 @@ private:
     std::shared_ptr<task_gate> gate;
     Function f;
     void operator()() {
-      // Once abandoned, f is destroyed unrun with this object, and with it the coroutine frames it
-      // owns.
-      if ((gate->flags.load(std::memory_order_acquire) & task_gate::abandoned) != 0) return;
-      running_scope running(*gate);
-      std::move(f)();
+      if ((gate->flags.load(std::memory_order_acquire) & task_gate::abandoned) == 0) std::move(f)();
+      // Otherwise f is destroyed unrun with this object, and with it the coroutine frames it owns.
     }
   };
 

@@ -129,7 +129,7 @@ public:
   [[nodiscard]] const io_executor_type& io_executor() const noexcept { return io_executor_; }
 
   // The status is written under the mutex, and read without it: once it says finished it never
-  // changes again, and what a finished task holds was written before it (release, acquire).
+  // changes again. What else a task holds (outcome, message, forced) is read under the mutex.
   [[nodiscard]] task_status status() const noexcept {
     return status_.load(std::memory_order_acquire);
   }
@@ -311,17 +311,12 @@ private:
   // cancellation still reaches a task that has been given up on. Called for an unfinished task
   // only, whose strand, if it has one, is still there.
   //
-  // Without a strand, from the io_context's own thread, it is emitted at once, as one would by
-  // hand: the task is suspended then, waiting on the operation the cancellation is for. Not when
-  // the task itself is running (it cancels itself, or something it resumed inline does): emitted
-  // then, the cancellation would be seen by co_spawn's own last co_await if the task ended
-  // without suspending again, and thrown out of io_context::run. Posted, it reaches the task at
-  // its next suspension.
+  // Always posted, never emitted in place, even from the task's own thread: a terminal
+  // cancellation also reaches the coroutines the task has co_spawn'd and awaits, and one of them
+  // may be the caller, running; marked cancelled while running, it would see the cancellation at
+  // co_spawn's own last co_await if it ended without suspending again, and throw it out of
+  // io_context::run. Posted, it reaches them all where they are suspended.
   void emit_cancellation(std::optional<strand_type> strand) {
-    if (!on_strand_ && io_executor_.running_in_this_thread() && !running_here()) {
-      signal_.emit(boost::asio::cancellation_type::terminal);
-      return;
-    }
     auto emit = [self = shared_from_gate()] {
       self->signal_.emit(boost::asio::cancellation_type::terminal);
     };
