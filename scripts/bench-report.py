@@ -16,8 +16,6 @@ p.add_argument("--cpu", default="?")
 p.add_argument("--cores", default="?")
 p.add_argument("--compiler", default="?")
 p.add_argument("--boost", default="?")
-p.add_argument("--interleaved", action="store_true",
-               help="the repetitions ran with --benchmark_enable_random_interleaving")
 a = p.parse_args()
 
 with open(a.json) as f:
@@ -120,13 +118,11 @@ if have("BM_W2_taskyard"):
                  f"measured on this machine, as the issue reports): taskyard {w2:,.0f} ns/task, "
                  + ("**met**." if w2 < TOKIO_W2_NS else "**missed**."))
 lines.append("")
-repetitions = max((b.get("repetitions", 0) for b in median.values()), default=0)
-interleaved = ", run in random order across the benchmarks" if a.interleaved else ""
 load = ", ".join(f"{x:.2f}" for x in ctx.get("load_avg", []))
 lines.append(f"Machine: {a.cpu}, {a.cores} cores ({ctx.get('mhz_per_cpu', '?')} MHz) "
              f"(load average at the start of the run: {load}); {a.compiler}; Boost {a.boost}; {ctx.get('date', '?')}. "
-             f"Medians of {repetitions} repetitions{interleaved}; times are the benchmark thread's CPU time, "
-             "so other processes' load counts less than in wall time, and each ratio is taken in one run.")
+             "Medians of 5 repetitions; times are the benchmark thread's CPU time, so other processes' load "
+             "counts less than in wall time, and each ratio is taken in one run.")
 
 os.makedirs(a.outdir, exist_ok=True)
 with open(os.path.join(a.outdir, "results.md"), "w") as f:

@@ -21,17 +21,13 @@ cmake --workflow --preset bench
 
 out=bench/results
 mkdir -p "$out"
-# Repetitions in random order across all the benchmarks (--benchmark_enable_random_interleaving):
-# a period of load from elsewhere on the machine then falls on both sides of a ratio alike, rather
-# than on whichever benchmark happened to run during it.
-build/bench/bench/taskyard_bench --benchmark_repetitions=7 --benchmark_enable_random_interleaving=true \
-  --benchmark_report_aggregates_only=true \
+build/bench/bench/taskyard_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
   --benchmark_format=json --benchmark_out="$out/results.json.tmp" --benchmark_out_format=json \
   "$@" >/dev/null
 mv "$out/results.json.tmp" "$out/results.json"
 
 compiler=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' build/bench/CMakeCache.txt)
-python3 scripts/bench-report.py "$out/results.json" "$out" --interleaved \
+python3 scripts/bench-report.py "$out/results.json" "$out" \
   --cpu "$(lscpu | sed -n 's/^Model name: *//p' | head -n1)" \
   --cores "$(nproc)" \
   --compiler "$("$compiler" --version | head -n1) -O2" \
