@@ -13,8 +13,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <memory>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
