@@ -69,14 +69,30 @@ strings every_form(const std::string& event) {
           event + " ()/awaitable ends"};
 }
 
+/// Records the three stop events of a single-process run into `seen`.
+void record_stop_events(App& app, strings& seen) {
+  app.before_server_stop([&seen] { seen.push_back("before_server_stop"); });
+  app.after_server_stop([&seen] { seen.push_back("after_server_stop"); });
+  app.main_process_stop([&seen] { seen.push_back("main_process_stop"); });
+}
+
+/// Runs the App on one thread and returns the message of the listener_failure run() rethrows.
+std::string run_failure(App& app) {
+  try {
+    app.run({.threads = 1, .handle_signals = false});
+  } catch (const listener_failure& e) {
+    return e.what();
+  }
+  FAIL("run() did not rethrow the listener's exception");
+  return {};
+}
+
 /// Records each of the six events into `seen`.
 void record_events(App& app, strings& seen) {
   app.main_process_start([&seen] { seen.push_back("main_process_start"); });
   app.before_server_start([&seen] { seen.push_back("before_server_start"); });
   app.after_server_start([&seen] { seen.push_back("after_server_start"); });
-  app.before_server_stop([&seen] { seen.push_back("before_server_stop"); });
-  app.after_server_stop([&seen] { seen.push_back("after_server_stop"); });
-  app.main_process_stop([&seen] { seen.push_back("main_process_stop"); });
+  record_stop_events(app, seen);
 }
 
 const strings all_events{"main_process_start", "before_server_start", "after_server_start",
@@ -328,16 +344,9 @@ TEST_CASE("a before_server_start listener that throws ends the start, the stop s
   });
   app.before_server_start([&] { seen.push_back("before_server_start 3"); });
   app.after_server_start([&] { seen.push_back("after_server_start"); });
-  app.before_server_stop([&] { seen.push_back("before_server_stop"); });
-  app.after_server_stop([&] { seen.push_back("after_server_stop"); });
-  app.main_process_stop([&] { seen.push_back("main_process_stop"); });
+  record_stop_events(app, seen);
 
-  try {
-    app.run({.threads = 1, .handle_signals = false});
-    FAIL("run() did not rethrow the listener's exception");
-  } catch (const listener_failure& e) {
-    CHECK(std::string(e.what()) == "before_server_start 2 failed");
-  }
+  CHECK(run_failure(app) == "before_server_start 2 failed");
   CHECK(seen == strings{"main_process_start", "before_server_start 1", "before_server_start 2",
                         "before_server_stop", "after_server_stop", "main_process_stop"});
   // The deferred tasks never started: cancelled, callables never invoked, frames gone.
@@ -365,9 +374,7 @@ TEST_CASE("a main_process_start listener that throws: nothing starts, the stop s
   });
   app.before_server_start([&] { seen.push_back("before_server_start"); });
   app.after_server_start([&] { seen.push_back("after_server_start"); });
-  app.before_server_stop([&] { seen.push_back("before_server_stop"); });
-  app.after_server_stop([&] { seen.push_back("after_server_stop"); });
-  app.main_process_stop([&] { seen.push_back("main_process_stop"); });
+  record_stop_events(app, seen);
   CHECK_THROWS_AS(app.run({.threads = 1, .handle_signals = false}), listener_failure);
   // As documented: a start listener that throws ends the start, and the stop sequence runs in full.
   CHECK(seen == strings{"main_process_start", "before_server_stop", "after_server_stop",
@@ -394,15 +401,8 @@ TEST_CASE("an after_server_start listener that throws: the tasks already started
     throw listener_failure("after_server_start 1 failed");
   });
   app.after_server_start([&] { seen.push_back("after_server_start 2"); });
-  app.before_server_stop([&] { seen.push_back("before_server_stop"); });
-  app.after_server_stop([&] { seen.push_back("after_server_stop"); });
-  app.main_process_stop([&] { seen.push_back("main_process_stop"); });
-  try {
-    app.run({.threads = 1, .handle_signals = false});
-    FAIL("run() did not rethrow the listener's exception");
-  } catch (const listener_failure& e) {
-    CHECK(std::string(e.what()) == "after_server_start 1 failed");
-  }
+  record_stop_events(app, seen);
+  CHECK(run_failure(app) == "after_server_start 1 failed");
   // The later after_server_start listener is skipped; the stop sequence runs in full, without a
   // stop() from anyone: the failure is the stop.
   CHECK(seen == strings{"after_server_start 1", "before_server_stop", "after_server_stop",
