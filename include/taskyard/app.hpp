@@ -398,8 +398,9 @@ private:
           std::move(name), core_, core_->task_strand(), core_->ioc.get_executor(), typeid(T));
       Task<T> handle(state);
       core_->admit(state, on_conflict,
-                   [state, factory = make_factory(std::forward<Source>(source))]() mutable {
-                     detail::start_task(std::move(state), std::move(factory));
+                   [&gates = core_->gates, state,
+                    factory = make_factory(std::forward<Source>(source))]() mutable {
+                     detail::start_task(gates, std::move(state), std::move(factory));
                    });
       return handle;
     }
@@ -567,7 +568,8 @@ private:
     lifecycle_ = std::make_shared<detail::task_state<void>>(
         "lifecycle of app '" + core_->name + "'", core_, boost::asio::make_strand(core_->ioc),
         typeid(void));
-    detail::start_task(lifecycle_, [this, main_process] { return lifecycle(main_process); });
+    detail::start_task(core_->gates, lifecycle_,
+                       [this, main_process] { return lifecycle(main_process); });
     return lifecycle_;
   }
 

@@ -15,29 +15,22 @@
 #ifndef TASKYARD_DETAIL_TASK_EXECUTOR_HPP
 #define TASKYARD_DETAIL_TASK_EXECUTOR_HPP
 
+#include <taskyard/detail/task_gate.hpp>
+
 #include <boost/asio/execution.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/query.hpp>
 #include <boost/asio/require.hpp>
 
-#include <atomic>
-#include <memory>
 #include <type_traits>
 #include <utility>
 
 namespace taskyard::detail {
 
-/// The switch shared by a task and every copy of its executor.
-struct task_gate : std::enable_shared_from_this<task_gate> {
-  static constexpr unsigned abandoned = 1;
-  std::atomic<unsigned> flags{0};
-};
-
 template <typename Inner>
 class task_executor {
 public:
-  task_executor(Inner inner, std::shared_ptr<task_gate> gate) noexcept
-      : inner_(std::move(inner)), gate_(std::move(gate)) {}
+  task_executor(Inner inner, gate_ref gate) noexcept : inner_(std::move(inner)), gate_(gate) {}
 
   template <typename OtherInner>
   requires std::is_constructible_v<Inner, const OtherInner&>
@@ -89,16 +82,16 @@ private:
 
   template <typename Function>
   struct gated {
-    std::shared_ptr<task_gate> gate;
+    gate_ref gate;
     Function f;
     void operator()() {
-      if ((gate->flags.load(std::memory_order_acquire) & task_gate::abandoned) == 0) std::move(f)();
+      if (!gate.thrown()) std::move(f)();
       // Otherwise f is destroyed unrun with this object, and with it the coroutine frames it owns.
     }
   };
 
   Inner inner_;
-  std::shared_ptr<task_gate> gate_;
+  gate_ref gate_;
 };
 
 } // namespace taskyard::detail

@@ -19,7 +19,6 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/detail/concurrency_hint.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/system/system_error.hpp>
@@ -64,21 +63,11 @@ inline bool is_operation_aborted(const std::exception_ptr& e) noexcept {
   }
 }
 
-/// True if the io_context was made for one thread (concurrency hint 1, or a hint that turns its
-/// locking off): Asio's own promise that one thread runs it, so a task needs no strand of its own.
-/// The same rule as the scheduler's own single-thread optimisation.
-inline bool runs_on_one_thread(boost::asio::io_context& ioc) {
-  const int hint =
-      boost::asio::use_service<boost::asio::detail::io_context_impl>(ioc).concurrency_hint();
-  return hint == 1 || !BOOST_ASIO_CONCURRENCY_HINT_IS_LOCKING(SCHEDULER, hint) ||
-         !BOOST_ASIO_CONCURRENCY_HINT_IS_LOCKING(REACTOR_IO, hint);
-}
-
 inline std::string display_name(const std::string& name) {
   return name.empty() ? std::string("<unnamed>") : "'" + name + "'";
 }
 
-class task_state_base : public task_gate {
+class task_state_base : public std::enable_shared_from_this<task_state_base> {
 public:
   using io_executor_type = boost::asio::io_context::executor_type;
   using strand_type = boost::asio::strand<io_executor_type>;
@@ -87,9 +76,6 @@ public:
   /// without allocating).
   using executor_type = task_executor<strand_type>;
   using direct_executor_type = task_executor<io_executor_type>;
-
-  // Bits of task_gate::flags beyond 'abandoned'.
-  static constexpr unsigned frame_alive = 2;
 
   /// A task that runs on a strand of its own.
   task_state_base(std::string name, std::shared_ptr<task_owner> owner, strand_type strand,
@@ -160,13 +146,16 @@ public:
     return true;
   }
 
-  /// Marks a pending task as running. Returns false if it was cancelled before it could start.
-  bool begin_running() {
+  /// Marks a pending task as running, and gives it a switch from `gates` for its executor (see
+  /// task_gate.hpp). Returns no switch (an invalid one) if the task was cancelled, or given up on,
+  /// before it could start. Called where the task runs.
+  gate_ref begin_running(gate_pool& gates) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (status_ != task_status::pending) return false;
+    if (status_ != task_status::pending || (flags_.load() & abandoned) != 0) return {};
     set_status(task_status::running);
-    flags.fetch_or(frame_alive, std::memory_order_relaxed);
-    return true;
+    flags_.fetch_or(frame_alive, std::memory_order_relaxed);
+    gate_ = gates.acquire();
+    return gate_;
   }
 
   /// Called by the task's coroutine as it ends, with the exception it ended by (or null), and
@@ -182,10 +171,12 @@ public:
   }
 
   /// Called on the task's strand once its coroutine frames are gone; `e` is an exception co_spawn
-  /// itself reports (an allocation failure before the coroutine could run).
-  void finish(std::exception_ptr e) {
+  /// itself reports (an allocation failure before the coroutine could run). Hands the task's
+  /// switch back to `gates`, which gave it.
+  void finish(std::exception_ptr e, gate_pool& gates) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (finished_locked()) return; // given up on already
+    if (finished_locked()) return; // given up on already, and its switch thrown
+    gates.release(gate_);
     if (!ended_) {
       exception_ = std::move(e);
       ended_aborted_ = is_operation_aborted(exception_);
@@ -198,10 +189,13 @@ public:
     complete_locked(lock);
   }
 
-  /// Throws the task's gate: from now on nothing submitted to its executor runs (see
-  /// task_executor). Returns true if its coroutine frame still exists.
-  bool abandon_gate() noexcept {
-    const unsigned before = flags.fetch_or(abandoned, std::memory_order_acq_rel);
+  /// Throws the task's switch: from now on nothing submitted to its executor runs (see
+  /// task_executor), and a task that has not started never will. Returns true if its coroutine
+  /// frame still exists. Called while the io_context, and so the switch, exists.
+  bool abandon_gate() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const unsigned before = flags_.fetch_or(abandoned, std::memory_order_acq_rel);
+    if (gate_.valid()) gate_.throw_switch();
     return (before & frame_alive) != 0;
   }
 
@@ -221,7 +215,7 @@ public:
 
   /// Called when the task's coroutine frame is destroyed, by whatever path.
   void frame_destroyed() noexcept {
-    const unsigned before = flags.fetch_and(~frame_alive, std::memory_order_acq_rel);
+    const unsigned before = flags_.fetch_and(~frame_alive, std::memory_order_acq_rel);
     if ((before & abandoned) != 0 && owner_) owner_->abandoned_frame_destroyed();
   }
 
@@ -317,7 +311,7 @@ private:
   // co_spawn's own last co_await if it ended without suspending again, and throw it out of
   // io_context::run. Posted, it reaches them all where they are suspended.
   void emit_cancellation(std::optional<strand_type> strand) {
-    auto emit = [self = shared_from_gate()] {
+    auto emit = [self = shared_from_this()] {
       self->signal_.emit(boost::asio::cancellation_type::terminal);
     };
     if (strand)
@@ -326,9 +320,9 @@ private:
       boost::asio::post(io_executor_, std::move(emit));
   }
 
-  std::shared_ptr<task_state_base> shared_from_gate() {
-    return std::static_pointer_cast<task_state_base>(shared_from_this());
-  }
+  // Bits of flags_.
+  static constexpr unsigned abandoned = 1;   // given up on: its switch is thrown
+  static constexpr unsigned frame_alive = 2; // its coroutine frame exists
 
   const std::string name_;
   const std::type_info& result_type_;
@@ -338,6 +332,8 @@ private:
   std::optional<strand_type> strand_; // while unfinished, if on_strand_
   mutable std::mutex mutex_;
   std::atomic<task_status> status_{task_status::pending}; // written under mutex_
+  std::atomic<unsigned> flags_{0};
+  gate_ref gate_; // from begin_running on
   bool cancel_requested_ = false;
   bool ended_ = false;              // the coroutine has returned or thrown
   bool ended_after_cancel_ = false; // ... after its cancellation was requested

@@ -1,0 +1,139 @@
+//
+// taskyard/detail/task_gate.hpp
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+//
+// The switch behind a task's executor (see task_executor), which the App throws when it gives up
+// on the task. Every copy of the executor carries a reference to it, and Asio copies executors
+// often: a shared_ptr there would add two atomic operations per copy. Instead the switches live in
+// a pool that belongs to the io_context, which outlives every executor that may still be used, and
+// a reference is a plain pointer and the generation of the task it was made for. A task hands its
+// switch back when it finishes; a copy of its executor that is still around then sees another
+// generation, and treats the switch as never thrown, as it was for its own task.
+//
+// Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
+//
+
+#ifndef TASKYARD_DETAIL_TASK_GATE_HPP
+#define TASKYARD_DETAIL_TASK_GATE_HPP
+
+#include <boost/asio/detail/concurrency_hint.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace taskyard::detail {
+
+/// True if the io_context was made for one thread (concurrency hint 1, or a hint that turns its
+/// locking off): Asio's own promise that one thread runs it, so a task needs no strand of its own.
+/// The same rule as the scheduler's own single-thread optimisation.
+inline bool runs_on_one_thread(boost::asio::io_context& ioc) {
+  const int hint =
+      boost::asio::use_service<boost::asio::detail::io_context_impl>(ioc).concurrency_hint();
+  return hint == 1 || !BOOST_ASIO_CONCURRENCY_HINT_IS_LOCKING(SCHEDULER, hint) ||
+         !BOOST_ASIO_CONCURRENCY_HINT_IS_LOCKING(REACTOR_IO, hint);
+}
+
+/// One switch of a gate_pool. Its word is the generation of the task holding it, shifted left by
+/// one, with the low bit set once that task has been given up on.
+struct gate_slot {
+  std::atomic<std::uint64_t> word{0};
+  gate_slot* next_free = nullptr; // guarded by the pool
+};
+
+/// A task's switch, as every copy of its executor carries it: trivially copyable.
+class gate_ref {
+public:
+  gate_ref() noexcept = default;
+  gate_ref(gate_slot* slot, std::uint64_t generation) noexcept
+      : slot_(slot), generation_(generation) {}
+
+  [[nodiscard]] bool valid() const noexcept { return slot_ != nullptr; }
+
+  /// True once the App has given up on the task this reference was made for. Never true of a
+  /// reference whose task has finished and handed its switch back.
+  [[nodiscard]] bool thrown() const noexcept {
+    return slot_->word.load(std::memory_order_acquire) == (held() | 1U);
+  }
+
+  /// Throws the switch, unless its task has handed it back already. Thread-safe.
+  void throw_switch() const noexcept {
+    std::uint64_t expected = held();
+    slot_->word.compare_exchange_strong(expected, held() | 1U, std::memory_order_acq_rel);
+  }
+
+  friend bool operator==(const gate_ref& a, const gate_ref& b) noexcept {
+    return a.slot_ == b.slot_ && a.generation_ == b.generation_;
+  }
+
+private:
+  friend class gate_pool;
+
+  [[nodiscard]] std::uint64_t held() const noexcept { return generation_ << 1; }
+
+  gate_slot* slot_ = nullptr;
+  std::uint64_t generation_ = 0;
+};
+
+/// The switches of the tasks of one io_context: an io_context service, so that a switch lives as
+/// long as any executor that refers to it may be used. A switch that was thrown is never handed
+/// out again.
+///
+/// Thread safety: acquire and release may be called from any thread that runs the io_context;
+/// they take no lock on an io_context made for one thread (runs_on_one_thread).
+class gate_pool final : public boost::asio::execution_context::service {
+public:
+  static inline boost::asio::execution_context::id id; // NOLINT(readability-identifier-naming)
+
+  explicit gate_pool(boost::asio::io_context& ioc)
+      : service(ioc), locking_(!runs_on_one_thread(ioc)) {}
+
+  /// A switch for a task about to start.
+  gate_ref acquire() {
+    std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+    if (locking_) lock.lock();
+    if (free_ == nullptr) grow();
+    gate_slot* slot = free_;
+    free_ = slot->next_free;
+    return {slot, slot->word.load(std::memory_order_relaxed) >> 1};
+  }
+
+  /// Hands a finished task's switch back for another task, unless it was thrown.
+  void release(const gate_ref& gate) {
+    std::uint64_t expected = gate.held();
+    if (!gate.slot_->word.compare_exchange_strong(expected, gate.held() + 2U,
+                                                  std::memory_order_acq_rel))
+      return; // thrown: copies of the task's executor must go on seeing it thrown
+    std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+    if (locking_) lock.lock();
+    gate.slot_->next_free = free_;
+    free_ = gate.slot_;
+  }
+
+private:
+  void shutdown() override {}
+
+  void grow() {
+    constexpr std::size_t slab_size = 256;
+    slabs_.push_back(std::make_unique<gate_slot[]>(slab_size));
+    gate_slot* slab = slabs_.back().get();
+    for (std::size_t i = 0; i < slab_size; ++i) {
+      slab[i].next_free = free_;
+      free_ = &slab[i];
+    }
+  }
+
+  const bool locking_;
+  std::mutex mutex_;
+  gate_slot* free_ = nullptr;
+  std::vector<std::unique_ptr<gate_slot[]>> slabs_;
+};
+
+} // namespace taskyard::detail
+
+#endif // TASKYARD_DETAIL_TASK_GATE_HPP
