@@ -10,6 +10,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/strand.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -67,9 +68,9 @@ TEST_CASE("tasks on an io_context made for one thread run on its executor, with 
     app.add_task(
         [&](App& a) -> asio::awaitable<void> {
           auto ex = co_await asio::this_coro::executor;
-          // The io_context's executor behind the task's gate, not a strand.
-          ran_on_executor =
-              ex.target<taskyard::detail::task_state_base::direct_executor_type>() != nullptr;
+          // The io_context's executor behind the task's switch, not a strand.
+          const auto* task_ex = ex.target<taskyard::detail::task_state_base::executor_type>();
+          ran_on_executor = task_ex != nullptr && !task_ex->on_strand();
           value = co_await a.get_task<int>("answer").wait();
           was_cancelled = co_await a.cancel_task("sleeper", "enough");
           a.stop();

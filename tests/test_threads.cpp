@@ -2,6 +2,7 @@
 
 #include "support.hpp"
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <catch2/catch.hpp>
 
 // Thread safety: tasks added, cancelled, looked up and purged from foreign threads while the
@@ -319,5 +320,61 @@ TEST_CASE("purge_tasks from a foreign thread while tasks finish removes each tas
     CHECK(seen.purged + rest == tasks);
     CHECK(app.tasks().empty());
   }
+  CHECK(test::live_frames == 0);
+}
+
+namespace {
+
+/// One of a task's children: increments the task's counter `hops` times, hopping through the
+/// task's executor between increments, and counts the times it found another of the task's
+/// handlers running.
+asio::awaitable<void> hopping_child(int& counter, std::atomic<bool>& inside,
+                                    std::atomic<int>& overlaps) {
+  auto ex = co_await asio::this_coro::executor;
+  for (int i = 0; i < 200; ++i) {
+    if (inside.exchange(true)) ++overlaps;
+    ++counter; // not atomic: the task's strand orders every increment (ThreadSanitizer checks it)
+    inside = false;
+    co_await asio::post(ex, asio::use_awaitable);
+  }
+}
+
+} // namespace
+
+TEST_CASE("on an io_context run by several threads, each task runs on a strand of its own",
+          "[threads]") {
+  using namespace asio::experimental::awaitable_operators;
+  constexpr int tasks = 8;
+  std::atomic<int> overlaps{0}, not_on_strand{0};
+  std::vector<int> counters(tasks, 0);
+  std::vector<Task<>> started;
+  {
+    App app{"strands"};
+    test::run_app(app,
+                  [&](App& a) -> asio::awaitable<void> {
+                    for (int t = 0; t < tasks; ++t) {
+                      started.push_back(a.add_task([&, t]() -> asio::awaitable<void> {
+                        auto ex = co_await asio::this_coro::executor;
+                        const auto* task_ex =
+                            ex.target<taskyard::detail::task_state_base::executor_type>();
+                        if (task_ex == nullptr || !task_ex->on_strand()) ++not_on_strand;
+                        // Four children on the task's own executor, awaited together: on two
+                        // threads, only the task's strand keeps them from running at the same time.
+                        std::atomic<bool> inside{false};
+                        int& counter = counters[static_cast<std::size_t>(t)];
+                        co_await (hopping_child(counter, inside, overlaps) &&
+                                  hopping_child(counter, inside, overlaps) &&
+                                  hopping_child(counter, inside, overlaps) &&
+                                  hopping_child(counter, inside, overlaps));
+                      }));
+                    }
+                    for (auto& task : started) co_await task.wait();
+                  },
+                  {.threads = 2, .handle_signals = false});
+  }
+  CHECK(not_on_strand == 0);
+  CHECK(overlaps == 0);
+  for (int counter : counters) CHECK(counter == 4 * 200);
+  for (const auto& task : started) CHECK(task.done());
   CHECK(test::live_frames == 0);
 }

@@ -29,7 +29,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -394,8 +393,8 @@ private:
     detail::check_task_source<Source>();
     if constexpr (task_source<Source>) {
       using T = task_result_t<Source>;
-      auto state = std::make_shared<detail::task_state<T>>(
-          std::move(name), core_, core_->task_strand(), core_->ioc.get_executor(), typeid(T));
+      auto state = std::make_shared<detail::task_state<T>>(std::move(name), core_,
+                                                           core_->ioc.get_executor(), typeid(T));
       Task<T> handle(state);
       core_->admit(state, on_conflict,
                    [&gates = core_->gates, state,
@@ -562,12 +561,12 @@ private:
     lifecycle->rethrow_outcome();
   }
 
-  /// Starts the lifecycle as an internal task: on a strand and behind a gate of its own, so that
-  /// once the App is destroyed nothing of it runs again, whatever it was waiting for.
+  /// Starts the lifecycle as an internal task: on a strand of its own as any task (unless one
+  /// thread runs the io_context) and behind a switch of its own, so that once the App is destroyed
+  /// nothing of it runs again, whatever it was waiting for.
   std::shared_ptr<detail::task_state<void>> start_lifecycle(bool main_process) {
     lifecycle_ = std::make_shared<detail::task_state<void>>(
-        "lifecycle of app '" + core_->name + "'", core_, boost::asio::make_strand(core_->ioc),
-        typeid(void));
+        "lifecycle of app '" + core_->name + "'", core_, core_->ioc.get_executor(), typeid(void));
     detail::start_task(core_->gates, lifecycle_,
                        [this, main_process] { return lifecycle(main_process); });
     return lifecycle_;

@@ -29,7 +29,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -107,7 +106,6 @@ boost::asio::awaitable<void> run_task(frame_ref<T> state, Factory factory) {
 template <typename T>
 struct task_completion {
   std::shared_ptr<task_state<T>> state;
-  gate_pool* gates;
 
   using cancellation_slot_type = boost::asio::cancellation_slot;
   cancellation_slot_type get_cancellation_slot() const noexcept {
@@ -117,54 +115,46 @@ struct task_completion {
   void operator()(std::exception_ptr e) const {
     // Only an allocation failure in co_spawn itself arrives here as e: the task's own exceptions
     // are caught by run_task.
-    state->finish(std::move(e), *gates);
+    state->finish(std::move(e));
   }
 };
 
-/// Spawns a task's coroutine on `ex`, its executor (the task's strand or the io_context's
-/// executor, behind its switch from `gates`). Called on that executor.
-template <typename T, typename Executor, typename Factory>
-void spawn_task(Executor ex, gate_pool& gates, std::shared_ptr<task_state<T>> state,
+/// Spawns a task's coroutine on `ex`, its executor. Called on that executor.
+template <typename T, typename Factory>
+void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>> state,
                 Factory&& factory) {
   auto coroutine = run_task<T>(frame_ref<T>(state), std::forward<Factory>(factory));
-  boost::asio::co_spawn(std::move(ex), std::move(coroutine),
-                        task_completion<T>{std::move(state), &gates});
+  boost::asio::co_spawn(std::move(ex), std::move(coroutine), task_completion<T>{std::move(state)});
 }
 
 /// Starts a task: never inline. The start is posted to the task's strand (or, on an io_context run
 /// by one thread, to the io_context), and the coroutine is spawned from there; spawning directly
 /// would run it at once when the caller is itself running on the io_context (its executor runs
-/// possibly-blocking work in place). `gates` is the io_context's gate_pool.
+/// possibly-blocking work in place). `gates` is the io_context's gate_pool. A task that needs a
+/// strand takes its switch now, since the strand comes with it; one that does not, as it starts,
+/// on the one thread the pool may then be used from.
 template <typename T, typename Factory>
 void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&& factory) {
-  if (!state->on_strand()) {
-    const auto io = state->io_executor();
-    boost::asio::post(
-        io, [&gates, state = std::move(state), f = std::forward<Factory>(factory)]() mutable {
-          const gate_ref gate = state->begin_running(gates);
-          if (!gate.valid()) return; // cancelled before it could start
-          typename task_state_base::direct_executor_type ex(state->io_executor(), gate);
-          spawn_task<T>(std::move(ex), gates, std::move(state), std::move(f));
-        });
-    return;
-  }
-  auto strand = state->strand();
-  if (!strand) return; // cancelled before it could start
-  boost::asio::post(*strand, [&gates, state = std::move(state), strand = *strand,
-                              f = std::forward<Factory>(factory)]() mutable {
-    const gate_ref gate = state->begin_running(gates);
+  gate_ref gate;
+  if (gates.strands()) {
+    gate = state->take_gate(gates);
     if (!gate.valid()) return; // cancelled before it could start
-    typename task_state_base::executor_type ex(std::move(strand), gate);
-    spawn_task<T>(std::move(ex), gates, std::move(state), std::move(f));
-  });
+  }
+  const auto io = state->io_executor();
+  post_to_task(gate, io,
+               [&gates, state = std::move(state), f = std::forward<Factory>(factory)]() mutable {
+                 const gate_ref running = state->begin_running(gates);
+                 if (!running.valid()) return; // cancelled before it could start
+                 task_state_base::executor_type ex(state->io_executor(), running);
+                 spawn_task<T>(std::move(ex), std::move(state), std::move(f));
+               });
 }
 
 class app_core final : public task_owner, public std::enable_shared_from_this<app_core> {
 public:
   app_core(std::string app_name, boost::asio::io_context& context)
       : name(std::move(app_name)), ioc(context),
-        gates(boost::asio::use_service<gate_pool>(context)), events(context.get_executor()),
-        one_thread_(runs_on_one_thread(context)) {}
+        gates(boost::asio::use_service<gate_pool>(context)), events(context.get_executor()) {}
 
   app_core(const app_core&) = delete;
   app_core& operator=(const app_core&) = delete;
@@ -178,13 +168,6 @@ public:
   boost::asio::io_context& ioc;
   /// The switches behind the tasks' executors: the io_context's, so they outlive the App.
   gate_pool& gates;
-
-  /// A new task's strand: none on an io_context made for one thread (runs_on_one_thread), where
-  /// the io_context's executor serialises everything already.
-  [[nodiscard]] std::optional<task_state_base::strand_type> task_strand() const {
-    if (one_thread_) return std::nullopt;
-    return boost::asio::make_strand(ioc);
-  }
 
   taskyard::config config;
   taskyard::registry registry;
@@ -416,7 +399,6 @@ private:
 
   using live_list = intrusive_list<task_state_base, &task_state_base::live_links>;
 
-  const bool one_thread_;
   mutable std::mutex mutex_;
   app_phase phase_ = app_phase::created;
   bool stop_requested_ = false;

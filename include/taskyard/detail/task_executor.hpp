@@ -2,12 +2,15 @@
 // taskyard/detail/task_executor.hpp
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 //
-// The executor a task's coroutine runs on: the task's strand, plus a switch that the App throws
-// when it gives up on the task (forced shutdown, App destroyed). Once thrown, work submitted to the
-// executor is destroyed instead of run, so the task's coroutine is never resumed again and its
-// frames are destroyed as soon as the operation it is suspended on completes (the App cancels that
-// operation when it throws the switch). Every other property is forwarded to the strand, as
-// asio::strand forwards to its inner executor.
+// The executor a task's coroutine runs on: the io_context's executor, the task's strand (none on
+// an io_context run by one thread), and a switch that the App throws when it gives up on the task
+// (forced shutdown, App destroyed); the strand and the switch are both reached through a gate_ref
+// (see task_gate.hpp), so that the executor is 24 bytes, which any_io_executor holds without
+// allocating. Once the switch is thrown, work submitted to the executor is destroyed instead of
+// run, so the task's coroutine is never resumed again and its frames are destroyed as soon as the
+// operation it is suspended on completes (the App cancels that operation when it throws the
+// switch). Every property is forwarded to the io_context's executor, as asio::strand forwards to
+// its inner executor.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -63,11 +66,15 @@ public:
 
   template <typename Function>
   void execute(Function&& f) const {
-    inner_.execute(gated<std::decay_t<Function>>{gate_, std::forward<Function>(f)});
+    gated<std::decay_t<Function>> g{gate_, std::forward<Function>(f)};
+    if (gate_.strand())
+      strand_service::execute(gate_.strand(), inner_, std::move(g));
+    else
+      inner_.execute(std::move(g));
   }
 
-  /// The strand underneath: cancellation is emitted here, bypassing the gate.
-  [[nodiscard]] const Inner& inner() const noexcept { return inner_; }
+  /// True if the task runs on a strand of its own.
+  [[nodiscard]] bool on_strand() const noexcept { return gate_.strand() != nullptr; }
 
   friend bool operator==(const task_executor& a, const task_executor& b) noexcept {
     return a.inner_ == b.inner_ && a.gate_ == b.gate_;

@@ -3,12 +3,19 @@
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 //
 // The switch behind a task's executor (see task_executor), which the App throws when it gives up
-// on the task. Every copy of the executor carries a reference to it, and Asio copies executors
-// often: a shared_ptr there would add two atomic operations per copy. Instead the switches live in
-// a pool that belongs to the io_context, which outlives every executor that may still be used, and
-// a reference is a plain pointer and the generation of the task it was made for. A task hands its
-// switch back when it finishes; a copy of its executor that is still around then sees another
-// generation, and treats the switch as never thrown, as it was for its own task.
+// on the task, and the strand the task runs on. Every copy of the executor carries a reference to
+// them, and Asio copies executors often: a shared_ptr there would add two atomic operations per
+// copy, and a strand in the executor would make it too big for any_io_executor to hold without
+// allocating. Instead the switches live in a pool that belongs to the io_context, which outlives
+// every executor that may still be used, and a reference is a plain pointer and the generation of
+// the task it was made for. A task hands its switch back when it finishes; a copy of its executor
+// that is still around then sees another generation, and treats the switch as never thrown, as it
+// was for its own task.
+//
+// Each switch comes with a strand of its own, made with it and kept by it (none on an io_context
+// run by one thread, where the io_context serialises everything already). Two tasks that run at
+// the same time never share a strand; a task may reuse the strand of one that has finished, as
+// Asio's own strands share their locks.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -17,14 +24,18 @@
 #define TASKYARD_DETAIL_TASK_GATE_HPP
 
 #include <boost/asio/detail/concurrency_hint.hpp>
+#include <boost/asio/detail/strand_executor_service.hpp>
+#include <boost/asio/execution.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/require.hpp>
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 namespace taskyard::detail {
@@ -39,11 +50,16 @@ inline bool runs_on_one_thread(boost::asio::io_context& ioc) {
          !BOOST_ASIO_CONCURRENCY_HINT_IS_LOCKING(REACTOR_IO, hint);
 }
 
+using strand_service = boost::asio::detail::strand_executor_service;
+
 /// One switch of a gate_pool. Its word is the generation of the task holding it, shifted left by
 /// one, with the low bit set once that task has been given up on.
 struct gate_slot {
   std::atomic<std::uint64_t> word{0};
   gate_slot* next_free = nullptr; // guarded by the pool
+  /// Made before the slot is first handed out, and never changed: null on an io_context run by one
+  /// thread.
+  strand_service::implementation_type strand;
 };
 
 /// A task's switch, as every copy of its executor carries it: trivially copyable.
@@ -54,6 +70,11 @@ public:
       : slot_(slot), generation_(generation) {}
 
   [[nodiscard]] bool valid() const noexcept { return slot_ != nullptr; }
+
+  /// The strand its task runs on; null if the io_context is run by one thread.
+  [[nodiscard]] const strand_service::implementation_type& strand() const noexcept {
+    return slot_->strand;
+  }
 
   /// True once the App has given up on the task this reference was made for. Never true of a
   /// reference whose task has finished and handed its switch back.
@@ -84,19 +105,27 @@ private:
 /// long as any executor that refers to it may be used. A switch that was thrown is never handed
 /// out again.
 ///
-/// Thread safety: acquire and release may be called from any thread that runs the io_context;
-/// they take no lock on an io_context made for one thread (runs_on_one_thread).
+/// Thread safety: on an io_context run by several threads, acquire and release may be called from
+/// any thread. On one made for one thread (runs_on_one_thread), where they take no lock, only from
+/// the thread that runs it.
 class gate_pool final : public boost::asio::execution_context::service {
 public:
   static inline boost::asio::execution_context::id id; // NOLINT(readability-identifier-naming)
 
+  // The strand service is made first if it does not exist yet, so that it is destroyed after the
+  // pool and its strands (services go in the reverse order they came).
   explicit gate_pool(boost::asio::io_context& ioc)
-      : service(ioc), locking_(!runs_on_one_thread(ioc)) {}
+      : service(ioc),
+        strands_(runs_on_one_thread(ioc) ? nullptr
+                                         : &boost::asio::use_service<strand_service>(ioc)) {}
 
-  /// A switch for a task about to start.
+  /// True if tasks get a strand each, with their switch.
+  [[nodiscard]] bool strands() const noexcept { return strands_ != nullptr; }
+
+  /// A switch, with its strand, for a task about to start.
   gate_ref acquire() {
     std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
-    if (locking_) lock.lock();
+    if (strands()) lock.lock();
     if (free_ == nullptr) grow();
     gate_slot* slot = free_;
     free_ = slot->next_free;
@@ -110,7 +139,7 @@ public:
                                                   std::memory_order_acq_rel))
       return; // thrown: copies of the task's executor must go on seeing it thrown
     std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
-    if (locking_) lock.lock();
+    if (strands()) lock.lock();
     gate.slot_->next_free = free_;
     free_ = gate.slot_;
   }
@@ -123,16 +152,29 @@ private:
     slabs_.push_back(std::make_unique<gate_slot[]>(slab_size));
     gate_slot* slab = slabs_.back().get();
     for (std::size_t i = 0; i < slab_size; ++i) {
+      if (strands_ != nullptr) slab[i].strand = strands_->create_implementation();
       slab[i].next_free = free_;
       free_ = &slab[i];
     }
   }
 
-  const bool locking_;
+  strand_service* const strands_;
   std::mutex mutex_;
   gate_slot* free_ = nullptr;
   std::vector<std::unique_ptr<gate_slot[]>> slabs_;
 };
+
+/// Posts `f` to where the task holding `gate` runs (its strand, or `io` if it has none or no switch
+/// yet), bypassing the switch: for what must reach a task that has been given up on.
+template <typename Function>
+void post_to_task(const gate_ref& gate, const boost::asio::io_context::executor_type& io,
+                  Function&& f) {
+  auto never = boost::asio::require(io, boost::asio::execution::blocking.never);
+  if (gate.valid() && gate.strand())
+    strand_service::execute(gate.strand(), never, std::forward<Function>(f));
+  else
+    never.execute(std::forward<Function>(f));
+}
 
 } // namespace taskyard::detail
 

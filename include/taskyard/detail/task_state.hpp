@@ -20,7 +20,6 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <atomic>
@@ -70,26 +69,15 @@ inline std::string display_name(const std::string& name) {
 class task_state_base : public std::enable_shared_from_this<task_state_base> {
 public:
   using io_executor_type = boost::asio::io_context::executor_type;
-  using strand_type = boost::asio::strand<io_executor_type>;
-  /// A task's executor: its strand behind its gate, or, on an io_context that runs on one thread,
-  /// the io_context's executor behind its gate (24 bytes, so that an any_io_executor holds it
-  /// without allocating).
-  using executor_type = task_executor<strand_type>;
-  using direct_executor_type = task_executor<io_executor_type>;
+  /// A task's executor: the io_context's executor, with the task's switch and strand (see
+  /// task_gate.hpp).
+  using executor_type = task_executor<io_executor_type>;
 
-  /// A task that runs on a strand of its own.
-  task_state_base(std::string name, std::shared_ptr<task_owner> owner, strand_type strand,
+  /// A task of the io_context `io` runs on; its strand, if it needs one, comes with its switch.
+  task_state_base(std::string name, std::shared_ptr<task_owner> owner, io_executor_type io,
                   const std::type_info& result_type)
       : name_(std::move(name)), result_type_(result_type), owner_(std::move(owner)),
-        io_executor_(strand.get_inner_executor()), on_strand_(true), strand_(std::move(strand)) {}
-
-  /// A task that runs on a strand of its own if `strand` is given, otherwise directly on `io`,
-  /// which must then be run by one thread only (see runs_on_one_thread).
-  task_state_base(std::string name, std::shared_ptr<task_owner> owner,
-                  std::optional<strand_type> strand, io_executor_type io,
-                  const std::type_info& result_type)
-      : name_(std::move(name)), result_type_(result_type), owner_(std::move(owner)),
-        io_executor_(std::move(io)), on_strand_(strand.has_value()), strand_(std::move(strand)) {}
+        io_executor_(std::move(io)) {}
 
   task_state_base(const task_state_base&) = delete;
   task_state_base& operator=(const task_state_base&) = delete;
@@ -101,17 +89,6 @@ public:
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] const std::type_info& result_type() const noexcept { return result_type_; }
-  /// The task's strand while it has not finished; nothing once it has. A finished task lets go of
-  /// its strand, which belongs to the io_context, so that a handle may outlive the App and its
-  /// io_context.
-  [[nodiscard]] std::optional<strand_type> strand() const {
-    if (!on_strand_) return std::nullopt;
-    std::lock_guard<std::mutex> lock(mutex_);
-    return strand_;
-  }
-
-  /// True if the task runs on a strand of its own, false if directly on the io_context's executor.
-  [[nodiscard]] bool on_strand() const noexcept { return on_strand_; }
   [[nodiscard]] const io_executor_type& io_executor() const noexcept { return io_executor_; }
 
   // The status is written under the mutex, and read without it: once it says finished it never
@@ -140,22 +117,31 @@ public:
       complete_locked(lock);
       return true;
     }
-    auto strand = strand_;
+    const gate_ref gate = gate_;
     lock.unlock();
-    emit_cancellation(std::move(strand));
+    emit_cancellation(gate);
     return true;
   }
 
-  /// Marks a pending task as running, and gives it a switch from `gates` for its executor (see
-  /// task_gate.hpp). Returns no switch (an invalid one) if the task was cancelled, or given up on,
-  /// before it could start. Called where the task runs.
+  /// Gives a pending task its switch, and with it its strand, from `gates` (see task_gate.hpp);
+  /// the switch goes back to `gates` when the task finishes. Returns it, or no switch (an invalid
+  /// one) if the task was cancelled, or given up on, before it could start. Called where `gates`
+  /// allows (see gate_pool).
+  gate_ref take_gate(gate_pool& gates) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return take_gate_locked(gates);
+  }
+
+  /// Marks a pending task as running, and returns its switch, taking one from `gates` if it has
+  /// none yet. Returns no switch if it was cancelled, or given up on, before it could start.
+  /// Called where the task runs.
   gate_ref begin_running(gate_pool& gates) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (status_ != task_status::pending || (flags_.load() & abandoned) != 0) return {};
+    const gate_ref gate = take_gate_locked(gates);
+    if (!gate.valid()) return gate;
     set_status(task_status::running);
     flags_.fetch_or(frame_alive, std::memory_order_relaxed);
-    gate_ = gates.acquire();
-    return gate_;
+    return gate;
   }
 
   /// Called by the task's coroutine as it ends, with the exception it ended by (or null), and
@@ -171,12 +157,10 @@ public:
   }
 
   /// Called on the task's strand once its coroutine frames are gone; `e` is an exception co_spawn
-  /// itself reports (an allocation failure before the coroutine could run). Hands the task's
-  /// switch back to `gates`, which gave it.
-  void finish(std::exception_ptr e, gate_pool& gates) {
+  /// itself reports (an allocation failure before the coroutine could run).
+  void finish(std::exception_ptr e) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (finished_locked()) return; // given up on already, and its switch thrown
-    gates.release(gate_);
+    if (finished_locked()) return; // given up on already
     if (!ended_) {
       exception_ = std::move(e);
       ended_aborted_ = is_operation_aborted(exception_);
@@ -205,12 +189,12 @@ public:
   void abandon() {
     std::unique_lock<std::mutex> lock(mutex_);
     if (finished_locked()) return; // its frames are gone already
-    auto strand = strand_;
+    const gate_ref gate = gate_;
     cancel_requested_ = true;
     set_status(task_status::cancelled);
     forced_ = true;
     complete_locked(lock);
-    emit_cancellation(std::move(strand));
+    emit_cancellation(gate);
   }
 
   /// Called when the task's coroutine frame is destroyed, by whatever path.
@@ -289,35 +273,41 @@ private:
 
   void set_status(task_status s) noexcept { status_.store(s, std::memory_order_release); }
 
-  // Called once the status says finished: lets go of the strand, tells the owner (which may
-  // unregister the task), and only then wakes the waiters, so that a waiter sees the task gone
-  // from the registry under auto_purge.
+  gate_ref take_gate_locked(gate_pool& gates) {
+    if (status_ != task_status::pending || (flags_.load() & abandoned) != 0) return {};
+    if (!gate_.valid()) {
+      gate_ = gates.acquire();
+      gates_ = &gates;
+    }
+    return gate_;
+  }
+
+  // Called once the status says finished: hands the switch back (unless it was thrown), tells the
+  // owner (which may unregister the task), and only then wakes the waiters, so that a waiter sees
+  // the task gone from the registry under auto_purge.
   void complete_locked(std::unique_lock<std::mutex>& lock) {
-    strand_.reset();
+    if (gates_ != nullptr) gates_->release(gate_);
     wait_list::node* woken = waiters_.detach_all();
     lock.unlock();
     if (owner_) owner_->task_finished(*this);
     wait_list::complete_detached(woken);
   }
 
-  // The signal may only be emitted where the task runs; the strand (or, without one, the
-  // io_context's executor, which one thread runs) is the task's executor without the gate, so
+  // The signal may only be emitted where the task runs: its strand (or, without one, the
+  // io_context's executor, which one thread runs), which is its executor without the switch, so
   // cancellation still reaches a task that has been given up on. Called for an unfinished task
-  // only, whose strand, if it has one, is still there.
+  // only; if it finishes in the meantime and its switch goes to another task, the strand that comes
+  // with the switch is still the one it ran on.
   //
   // Always posted, never emitted in place, even from the task's own thread: a terminal
   // cancellation also reaches the coroutines the task has co_spawn'd and awaits, and one of them
   // may be the caller, running; marked cancelled while running, it would see the cancellation at
   // co_spawn's own last co_await if it ended without suspending again, and throw it out of
   // io_context::run. Posted, it reaches them all where they are suspended.
-  void emit_cancellation(std::optional<strand_type> strand) {
-    auto emit = [self = shared_from_this()] {
+  void emit_cancellation(const gate_ref& gate) {
+    post_to_task(gate, io_executor_, [self = shared_from_this()] {
       self->signal_.emit(boost::asio::cancellation_type::terminal);
-    };
-    if (strand)
-      boost::asio::post(*strand, std::move(emit));
-    else if (!on_strand_)
-      boost::asio::post(io_executor_, std::move(emit));
+    });
   }
 
   // Bits of flags_.
@@ -327,13 +317,12 @@ private:
   const std::string name_;
   const std::type_info& result_type_;
   std::shared_ptr<task_owner> owner_;
-  const io_executor_type io_executor_; // waiters' fallback; the task's executor if no strand
-  const bool on_strand_;
-  std::optional<strand_type> strand_; // while unfinished, if on_strand_
+  const io_executor_type io_executor_; // waiters' fallback, and under the task's executor
   mutable std::mutex mutex_;
   std::atomic<task_status> status_{task_status::pending}; // written under mutex_
   std::atomic<unsigned> flags_{0};
-  gate_ref gate_; // from begin_running on
+  gate_ref gate_;              // from take_gate on
+  gate_pool* gates_ = nullptr; // ... which gave it
   bool cancel_requested_ = false;
   bool ended_ = false;              // the coroutine has returned or thrown
   bool ended_after_cancel_ = false; // ... after its cancellation was requested
