@@ -243,3 +243,19 @@ TEST_CASE("on an io_context made for one thread, a coroutine a task awaits may c
   CHECK(child_saw_aborted);
   CHECK(parent.cancelled());
 }
+
+TEST_CASE("run on several threads is refused on an io_context made for one thread",
+          "[one_thread]") {
+  asio::io_context ioc{1};
+  App app{"one-thread-run", ioc};
+  CHECK_THROWS_AS(app.run({.threads = 2, .handle_signals = false}), taskyard::invalid_run_options);
+  // Nothing started: the App can still run, on the one thread its io_context was made for.
+  Task<int> answer_task = app.add_task(answer());
+  app.after_server_start([&](App& a) -> asio::awaitable<void> {
+    co_await answer_task.wait();
+    a.stop();
+  });
+  const auto result = app.run({.threads = 1, .handle_signals = false});
+  CHECK(result.clean());
+  CHECK(answer_task.result() == 42);
+}

@@ -189,3 +189,23 @@ TEST_CASE("teardown at every suspension point leaves no frame and runs every des
     check_every_prefix(stubborn_and_nested, stop_first);
   }
 }
+
+TEST_CASE("an App destroyed before its tasks start gives their gates back to the io_context",
+          "[teardown]") {
+  // On an io_context that several threads may run, a task takes its gate (and with it its strand)
+  // as its start is scheduled. Only a task given up on while running keeps its gate thrown, here
+  // each App's lifecycle; the gates of the tasks that never started go back to the pool.
+  constexpr std::size_t apps = 100, tasks_per_app = 10;
+  {
+    asio::io_context ioc;
+    const auto& gates = asio::use_service<taskyard::detail::gate_pool>(ioc);
+    for (std::size_t i = 0; i < apps; ++i) {
+      App app{"gates", ioc};
+      asio::co_spawn(ioc, app.serve(), asio::detached);
+      ioc.poll(); // the lifecycle runs until it waits for stop()
+      for (std::size_t k = 0; k < tasks_per_app; ++k) app.add_task(test::suspend_forever());
+    } // destroyed with its tasks scheduled, not started
+    CHECK(gates.size() - gates.free_count() == apps);
+  }
+  CHECK(test::live_frames == 0);
+}

@@ -300,7 +300,8 @@ public:
 
   /// Runs the whole lifecycle (see the listeners) and returns once it is over: after stop() or,
   /// with `options.handle_signals`, SIGINT or SIGTERM. Throws app_running if the App has already
-  /// been started, invalid_run_options for workers = 0 or for workers > 1 without signals.
+  /// been started, invalid_run_options for workers = 0, for workers > 1 without signals, or for
+  /// threads > 1 on an io_context made for one thread (see App(name, ioc)).
   ///
   /// With `options.workers` = 1 (the default) everything runs in the calling process, on
   /// `options.threads` threads including the caller's. The io_context is stopped on return, and
@@ -345,6 +346,9 @@ public:
     if (options.workers > 1 && !options.handle_signals)
       throw invalid_run_options("workers > 1 needs handle_signals: the main process stops its "
                                 "workers with SIGTERM");
+    if (options.threads > 1 && detail::runs_on_one_thread(core_->ioc))
+      throw invalid_run_options("threads > 1 on an io_context made for one thread (concurrency "
+                                "hint 1): its tasks have no strands");
     core_->begin();
     if (options.workers == 1) {
       worker_index_.store(0);
@@ -394,7 +398,7 @@ private:
     if constexpr (task_source<Source>) {
       using T = task_result_t<Source>;
       auto state = std::make_shared<detail::task_state<T>>(std::move(name), core_,
-                                                           core_->ioc.get_executor(), typeid(T));
+                                                           core_->ioc.get_executor());
       Task<T> handle(state);
       core_->admit(state, on_conflict,
                    [&gates = core_->gates, state,
@@ -566,7 +570,7 @@ private:
   /// nothing of it runs again, whatever it was waiting for.
   std::shared_ptr<detail::task_state<void>> start_lifecycle(bool main_process) {
     lifecycle_ = std::make_shared<detail::task_state<void>>(
-        "lifecycle of app '" + core_->name + "'", core_, core_->ioc.get_executor(), typeid(void));
+        "lifecycle of app '" + core_->name + "'", core_, core_->ioc.get_executor());
     detail::start_task(core_->gates, lifecycle_,
                        [this, main_process] { return lifecycle(main_process); });
     return lifecycle_;

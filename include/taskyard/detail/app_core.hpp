@@ -127,6 +127,18 @@ void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>
   boost::asio::co_spawn(std::move(ex), std::move(coroutine), task_completion<T>{std::move(state)});
 }
 
+/// Returns `take()` (take_gate or begin_running). If the gate pool cannot grow, the task fails with
+/// std::bad_alloc, as it would if co_spawn could not allocate, and no switch is returned.
+template <typename Take>
+gate_ref take_gate_or_fail(task_state_base& state, Take take) {
+  try {
+    return take();
+  } catch (...) {
+    state.finish(std::current_exception());
+    return {};
+  }
+}
+
 /// Starts a task: never inline. The start is posted to the task's strand (or, on an io_context run
 /// by one thread, to the io_context), and the coroutine is spawned from there; spawning directly
 /// would run it at once when the caller is itself running on the io_context (its executor runs
@@ -137,17 +149,17 @@ template <typename T, typename Factory>
 void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&& factory) {
   gate_ref gate;
   if (gates.strands()) {
-    gate = state->take_gate(gates);
-    if (!gate.valid()) return; // cancelled before it could start
+    gate = take_gate_or_fail(*state, [&] { return state->take_gate(gates); });
+    if (!gate.valid()) return; // cancelled before it could start, or failed
   }
   const auto io = state->io_executor();
-  post_to_task(gate, io,
-               [&gates, state = std::move(state), f = std::forward<Factory>(factory)]() mutable {
-                 const gate_ref running = state->begin_running(gates);
-                 if (!running.valid()) return; // cancelled before it could start
-                 task_state_base::executor_type ex(state->io_executor(), running);
-                 spawn_task<T>(std::move(ex), std::move(state), std::move(f));
-               });
+  auto start = [&gates, state = std::move(state), f = std::forward<Factory>(factory)]() mutable {
+    const gate_ref running = take_gate_or_fail(*state, [&] { return state->begin_running(gates); });
+    if (!running.valid()) return; // cancelled before it could start, or failed
+    task_state_base::executor_type ex(state->io_executor(), running);
+    spawn_task<T>(std::move(ex), std::move(state), std::move(f));
+  };
+  post_to_task(gate, io, std::move(start));
 }
 
 class app_core final : public task_owner, public std::enable_shared_from_this<app_core> {

@@ -13,9 +13,9 @@
 // was for its own task.
 //
 // Each switch comes with a strand of its own, made with it and kept by it (none on an io_context
-// run by one thread, where the io_context serialises everything already). Two tasks that run at
-// the same time never share a strand; a task may reuse the strand of one that has finished, as
-// Asio's own strands share their locks.
+// run by one thread, where the io_context serialises everything already). Two unfinished tasks
+// never share a strand; a task may be given the strand of one that has finished (see gate_pool for
+// what that means for the work a task leaves behind).
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -102,12 +102,18 @@ private:
 };
 
 /// The switches of the tasks of one io_context: an io_context service, so that a switch lives as
-/// long as any executor that refers to it may be used. A switch that was thrown is never handed
-/// out again.
+/// long as any executor that refers to it may be used.
 ///
-/// Thread safety: on an io_context run by several threads, acquire and release may be called from
-/// any thread. On one made for one thread (runs_on_one_thread), where they take no lock, only from
-/// the thread that runs it.
+/// A switch goes back to the pool when its task finishes, and comes out again after every switch
+/// that came back before it (first in, first out), so that the work a task leaves behind (a
+/// coroutine it spawned on its executor and did not wait for, a timer it did not wait for) is as
+/// unlikely as may be to meet a later task on its strand. If it does, the two are serialised with
+/// each other: never run at the same time, which is safe, but neither may block waiting for the
+/// other inside a handler. A switch that was thrown is never handed out again, since the executor
+/// copies of a task given up on must go on seeing it thrown: it stays, with its strand (about 150
+/// bytes), until the io_context is destroyed.
+///
+/// Thread safety: acquire and release may be called from any thread.
 class gate_pool final : public boost::asio::execution_context::service {
 public:
   static inline boost::asio::execution_context::id id; // NOLINT(readability-identifier-naming)
@@ -119,16 +125,18 @@ public:
         strands_(runs_on_one_thread(ioc) ? nullptr
                                          : &boost::asio::use_service<strand_service>(ioc)) {}
 
-  /// True if tasks get a strand each, with their switch.
+  /// True if tasks get a strand each, with their switch: unless one thread runs the io_context.
   [[nodiscard]] bool strands() const noexcept { return strands_ != nullptr; }
 
-  /// A switch, with its strand, for a task about to start.
+  /// A switch, with its strand, for a task about to start. Throws std::bad_alloc if the pool
+  /// needs to grow and cannot.
   gate_ref acquire() {
-    std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
-    if (strands()) lock.lock();
-    if (free_ == nullptr) grow();
-    gate_slot* slot = free_;
-    free_ = slot->next_free;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (first_free_ == nullptr) grow();
+    gate_slot* slot = first_free_;
+    first_free_ = slot->next_free;
+    if (first_free_ == nullptr) last_free_ = nullptr;
+    --free_count_;
     return {slot, slot->word.load(std::memory_order_relaxed) >> 1};
   }
 
@@ -138,29 +146,50 @@ public:
     if (!gate.slot_->word.compare_exchange_strong(expected, gate.held() + 2U,
                                                   std::memory_order_acq_rel))
       return; // thrown: copies of the task's executor must go on seeing it thrown
-    std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
-    if (strands()) lock.lock();
-    gate.slot_->next_free = free_;
-    free_ = gate.slot_;
+    std::lock_guard<std::mutex> lock(mutex_);
+    push_free(gate.slot_);
+  }
+
+  /// How many switches the pool holds, and how many of them are free: the others belong to
+  /// unfinished tasks, or were thrown.
+  [[nodiscard]] std::size_t size() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return slabs_.size() * slab_size;
+  }
+  [[nodiscard]] std::size_t free_count() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return free_count_;
   }
 
 private:
+  static constexpr std::size_t slab_size = 256;
+
   void shutdown() override {}
 
+  void push_free(gate_slot* slot) noexcept {
+    slot->next_free = nullptr;
+    if (last_free_ != nullptr)
+      last_free_->next_free = slot;
+    else
+      first_free_ = slot;
+    last_free_ = slot;
+    ++free_count_;
+  }
+
   void grow() {
-    constexpr std::size_t slab_size = 256;
-    slabs_.push_back(std::make_unique<gate_slot[]>(slab_size));
-    gate_slot* slab = slabs_.back().get();
-    for (std::size_t i = 0; i < slab_size; ++i) {
-      if (strands_ != nullptr) slab[i].strand = strands_->create_implementation();
-      slab[i].next_free = free_;
-      free_ = &slab[i];
-    }
+    auto slab = std::make_unique<gate_slot[]>(slab_size);
+    if (strands_ != nullptr)
+      for (std::size_t i = 0; i < slab_size; ++i)
+        slab[i].strand = strands_->create_implementation();
+    slabs_.push_back(std::move(slab));
+    for (std::size_t i = 0; i < slab_size; ++i) push_free(&slabs_.back()[i]);
   }
 
   strand_service* const strands_;
-  std::mutex mutex_;
-  gate_slot* free_ = nullptr;
+  mutable std::mutex mutex_;
+  gate_slot* first_free_ = nullptr; // handed out first
+  gate_slot* last_free_ = nullptr;  // the last handed back
+  std::size_t free_count_ = 0;
   std::vector<std::unique_ptr<gate_slot[]>> slabs_;
 };
 

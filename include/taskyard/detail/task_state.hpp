@@ -74,10 +74,8 @@ public:
   using executor_type = task_executor<io_executor_type>;
 
   /// A task of the io_context `io` runs on; its strand, if it needs one, comes with its switch.
-  task_state_base(std::string name, std::shared_ptr<task_owner> owner, io_executor_type io,
-                  const std::type_info& result_type)
-      : name_(std::move(name)), result_type_(result_type), owner_(std::move(owner)),
-        io_executor_(std::move(io)) {}
+  task_state_base(std::string name, std::shared_ptr<task_owner> owner, io_executor_type io)
+      : name_(std::move(name)), owner_(std::move(owner)), io_executor_(std::move(io)) {}
 
   task_state_base(const task_state_base&) = delete;
   task_state_base& operator=(const task_state_base&) = delete;
@@ -88,7 +86,8 @@ public:
   }
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
-  [[nodiscard]] const std::type_info& result_type() const noexcept { return result_type_; }
+  /// The type the task produces (typeid(void) for none).
+  [[nodiscard]] virtual const std::type_info& result_type() const noexcept = 0;
   [[nodiscard]] const io_executor_type& io_executor() const noexcept { return io_executor_; }
 
   // The status is written under the mutex, and read without it: once it says finished it never
@@ -101,7 +100,7 @@ public:
 
   [[nodiscard]] std::string cancel_message() const {
     std::lock_guard<std::mutex> lock(mutex_);
-    return cancel_message_;
+    return cancel_message_ ? *cancel_message_ : std::string();
   }
 
   /// Requests cancellation; see Task::cancel. Returns false if the task had already finished, or
@@ -110,7 +109,7 @@ public:
     std::unique_lock<std::mutex> lock(mutex_);
     if (finished_locked() || ended_) return false;
     cancel_requested_ = true;
-    cancel_message_ = std::move(message);
+    set_cancel_message(std::move(message));
     if (status_ == task_status::pending) {
       // Never started: nothing to interrupt, it is cancelled here and now.
       set_status(task_status::cancelled);
@@ -179,7 +178,9 @@ public:
   bool abandon_gate() {
     std::lock_guard<std::mutex> lock(mutex_);
     const unsigned before = flags_.fetch_or(abandoned, std::memory_order_acq_rel);
-    if (gate_.valid()) gate_.throw_switch();
+    // A task that has not started has no executor to stop yet (and never will: begin_running
+    // refuses it now), so its switch goes back to the pool as it is cancelled.
+    if (gate_.valid() && status_ == task_status::running) gate_.throw_switch();
     return (before & frame_alive) != 0;
   }
 
@@ -229,7 +230,7 @@ public:
     }
     if (status_ == task_status::cancelled) {
       std::string what = "taskyard: task " + display_name(name_) + " was cancelled";
-      if (!cancel_message_.empty()) what += ": " + cancel_message_;
+      if (cancel_message_) what += ": " + *cancel_message_;
       lock.unlock();
       throw boost::system::system_error(boost::asio::error::operation_aborted, what);
     }
@@ -273,6 +274,13 @@ private:
 
   void set_status(task_status s) noexcept { status_.store(s, std::memory_order_release); }
 
+  void set_cancel_message(std::string message) {
+    if (message.empty())
+      cancel_message_.reset();
+    else
+      cancel_message_ = std::make_unique<std::string>(std::move(message));
+  }
+
   gate_ref take_gate_locked(gate_pool& gates) {
     if (status_ != task_status::pending || (flags_.load() & abandoned) != 0) return {};
     if (!gate_.valid()) {
@@ -315,7 +323,6 @@ private:
   static constexpr unsigned frame_alive = 2; // its coroutine frame exists
 
   const std::string name_;
-  const std::type_info& result_type_;
   std::shared_ptr<task_owner> owner_;
   const io_executor_type io_executor_; // waiters' fallback, and under the task's executor
   mutable std::mutex mutex_;
@@ -329,7 +336,8 @@ private:
   bool ended_aborted_ = false;      // ... by operation_aborted
   bool forced_ = false;
   mutable bool observed_ = false;
-  std::string cancel_message_;
+  std::unique_ptr<std::string>
+      cancel_message_; // only if one was given: most cancellations have none
   std::exception_ptr exception_;
   wait_list waiters_{mutex_};
   boost::asio::cancellation_signal signal_;
@@ -339,6 +347,8 @@ template <typename T>
 class task_state final : public task_state_base {
 public:
   using task_state_base::task_state_base;
+
+  [[nodiscard]] const std::type_info& result_type() const noexcept override { return typeid(T); }
 
   void set_value(T value) { value_.emplace(std::move(value)); }
 
@@ -356,6 +366,9 @@ template <>
 class task_state<void> final : public task_state_base {
 public:
   using task_state_base::task_state_base;
+
+  [[nodiscard]] const std::type_info& result_type() const noexcept override { return typeid(void); }
+
   void value() const { rethrow_outcome(); }
 };
 
