@@ -144,7 +144,7 @@ gate_ref take_gate_or_fail(task_state_base& state, Take take) {
 /// would run it at once when the caller is itself running on the io_context (its executor runs
 /// possibly-blocking work in place). `gates` is the io_context's gate_pool. A task that needs a
 /// strand takes its switch now, since the strand comes with it; one that does not, as it starts,
-/// on the one thread the pool may then be used from.
+/// so that a task cancelled before then never takes one.
 template <typename T, typename Factory>
 void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&& factory) {
   gate_ref gate;

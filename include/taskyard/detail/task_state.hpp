@@ -124,8 +124,7 @@ public:
 
   /// Gives a pending task its switch, and with it its strand, from `gates` (see task_gate.hpp);
   /// the switch goes back to `gates` when the task finishes. Returns it, or no switch (an invalid
-  /// one) if the task was cancelled, or given up on, before it could start. Called where `gates`
-  /// allows (see gate_pool).
+  /// one) if the task was cancelled, or given up on, before it could start.
   gate_ref take_gate(gate_pool& gates) {
     std::lock_guard<std::mutex> lock(mutex_);
     return take_gate_locked(gates);
@@ -336,8 +335,8 @@ private:
   bool ended_aborted_ = false;      // ... by operation_aborted
   bool forced_ = false;
   mutable bool observed_ = false;
-  std::unique_ptr<std::string>
-      cancel_message_; // only if one was given: most cancellations have none
+  // Only if one was given: most cancellations have none.
+  std::unique_ptr<std::string> cancel_message_;
   std::exception_ptr exception_;
   wait_list waiters_{mutex_};
   boost::asio::cancellation_signal signal_;
