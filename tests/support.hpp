@@ -53,6 +53,17 @@ inline asio::awaitable<void> suspend_forever() {
   co_await timer.async_wait(asio::use_awaitable);
 }
 
+/// The error a wait for `t` ended with: empty if it succeeded, the system_error's code otherwise
+/// (operation_aborted for a cancelled task). Waits for a task whatever its outcome.
+inline asio::awaitable<boost::system::error_code> wait_error(taskyard::Task<> t) {
+  try {
+    co_await t.wait();
+  } catch (const boost::system::system_error& e) {
+    co_return e.code();
+  }
+  co_return boost::system::error_code{};
+}
+
 /// Yields to the io_context once (a suspension point that completes at once).
 inline asio::awaitable<void> yield() {
   co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);

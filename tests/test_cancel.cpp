@@ -26,16 +26,6 @@ namespace {
 
 asio::awaitable<int> forty_two() { co_return 42; }
 
-/// The error a wait for `t` ended with: empty if it succeeded, the system_error's code otherwise.
-asio::awaitable<boost::system::error_code> wait_error(Task<> t) {
-  try {
-    co_await t.wait();
-  } catch (const boost::system::system_error& e) {
-    co_return e.code();
-  }
-  co_return boost::system::error_code{};
-}
-
 } // namespace
 
 TEST_CASE("cancel_task cancels a task and waits until it has finished", "[cancel]") {
@@ -78,7 +68,7 @@ TEST_CASE("Task::cancel returns true on a running task and false, doing nothing,
     co_await test::yield();
     CHECK(sleeper.cancel("first"));
     // Does not wait: the task ends later, on its own strand.
-    auto sleeper_error = co_await wait_error(sleeper);
+    auto sleeper_error = co_await test::wait_error(sleeper);
     CHECK(sleeper_error == asio::error::operation_aborted);
     CHECK(sleeper.cancelled());
     CHECK(sleeper.cancel_message() == "first");
@@ -98,7 +88,7 @@ TEST_CASE("Task::cancel returns true on a running task and false, doing nothing,
     co_await test::yield();
     CHECK(twice.cancel("one"));
     CHECK(twice.cancel("two"));
-    auto twice_error = co_await wait_error(twice);
+    auto twice_error = co_await test::wait_error(twice);
     CHECK(twice_error == asio::error::operation_aborted);
     CHECK(twice.cancel_message() == "two");
   });
@@ -253,7 +243,7 @@ TEST_CASE("a task that cancels itself by name does not hang: it ends cancelled",
           after = true; // never reached: the cancellation arrives at that co_await
         },
         "me");
-    auto me_error = co_await wait_error(me);
+    auto me_error = co_await test::wait_error(me);
     CHECK(me_error == asio::error::operation_aborted);
     CHECK(before);
     CHECK(saw_aborted);
@@ -299,7 +289,7 @@ TEST_CASE("cancelling a task added before run makes it cancelled at once: it nev
 
   boost::system::error_code waited;
   test::run_app(app, [&](App& a) -> asio::awaitable<void> {
-    waited = co_await wait_error(t);
+    waited = co_await test::wait_error(t);
     CHECK(a.get_task("early") == t); // still registered, like any finished task
     auto cancel_returned = co_await a.cancel_task("early", "once more");
     CHECK(cancel_returned); // a no-op
@@ -324,7 +314,7 @@ TEST_CASE("a task cancelled before it got to start never runs", "[cancel]") {
     CHECK(t.cancel("changed my mind"));
     CHECK(t.done());
     CHECK(t.cancelled());
-    auto t_error = co_await wait_error(t);
+    auto t_error = co_await test::wait_error(t);
     CHECK(t_error == asio::error::operation_aborted);
 
     Task<> u = a.add_task([&]() -> asio::awaitable<void> {
@@ -409,7 +399,7 @@ TEST_CASE("a task can be cancelled from a foreign thread while the io_context ru
         first = a.add_task(victim, "first");
         co_await suspended.wait(); // the task is suspended by the time this is seen
         std::thread canceller([&] { cancel_returned = first.cancel("from a foreign thread"); });
-        first_error = co_await wait_error(first);
+        first_error = co_await test::wait_error(first);
         canceller.join();
 
         // cancel_task, spawned from a foreign thread, waited for there.
@@ -426,7 +416,7 @@ TEST_CASE("a task can be cancelled from a foreign thread while the io_context ru
             foreign_exception = e.what();
           }
         });
-        second_error = co_await wait_error(second);
+        second_error = co_await test::wait_error(second);
         awaiter.join();
       },
       {.threads = 2, .handle_signals = false});
@@ -468,7 +458,7 @@ TEST_CASE("a task that returns normally after catching the cancellation counts a
     CHECK(t.cancelled());
     CHECK_FALSE(t.failed());
     CHECK(t.exception() == nullptr);
-    auto t_error = co_await wait_error(t);
+    auto t_error = co_await test::wait_error(t);
     CHECK(t_error == asio::error::operation_aborted);
     CHECK_THROWS_AS(t.result(), boost::system::system_error);
   });
@@ -498,7 +488,7 @@ TEST_CASE("a cancelled waiter abandons only its wait: the task it waited for run
     });
     co_await waiting.wait(); // the waiter is suspended in target.wait()
     CHECK(waiter.cancel("stop waiting"));
-    auto waiter_error = co_await wait_error(waiter);
+    auto waiter_error = co_await test::wait_error(waiter);
     CHECK(waiter_error == asio::error::operation_aborted);
     CHECK(waiter.cancelled());
     CHECK(waiter_saw == asio::error::operation_aborted);
@@ -548,7 +538,7 @@ TEST_CASE("cancelling the caller of cancel_task abandons its wait: the task stil
     });
     co_await calling.wait(); // the canceller is waiting for "slow" to finish its cleanup
     CHECK(canceller.cancel());
-    auto canceller_error = co_await wait_error(canceller);
+    auto canceller_error = co_await test::wait_error(canceller);
     CHECK(canceller_error == asio::error::operation_aborted);
     CHECK(canceller_saw == asio::error::operation_aborted);
     CHECK_FALSE(canceller_returned);
@@ -557,7 +547,7 @@ TEST_CASE("cancelling the caller of cancel_task abandons its wait: the task stil
     CHECK_FALSE(slow.done());
     CHECK(slow.cancel_message() == "bye");
     finish_cleanup.notify();
-    auto slow_error = co_await wait_error(slow);
+    auto slow_error = co_await test::wait_error(slow);
     CHECK(slow_error == asio::error::operation_aborted);
     CHECK(cleaned);
     CHECK(slow.cancelled());
@@ -617,7 +607,7 @@ TEST_CASE("a task whose coroutine has returned keeps its result if cancelled aft
     REQUIRE(returned); // the coroutine has returned its value: it ended before any cancellation
     INFO("done() when cancelled: " << t.done());
     (void)t.cancel("too late");
-    boost::system::error_code code = co_await wait_error(t);
+    boost::system::error_code code = co_await test::wait_error(t);
     CHECK_FALSE(code);
     CHECK_FALSE(t.cancelled());
     CHECK(t.done());

@@ -121,12 +121,7 @@ std::vector<Task<>> stubborn_and_nested(App& app) {
 /// Waits for the scenario's tasks, whatever their outcome, then stops the App: the scenario then
 /// runs out of work by itself.
 asio::awaitable<void> stop_when_done(App& app, std::vector<Task<>> tasks) {
-  for (auto& t : tasks) {
-    try {
-      co_await t.wait();
-    } catch (const boost::system::system_error&) { // a cancelled task
-    }
-  }
+  for (auto& t : tasks) co_await test::wait_error(t);
   app.stop();
 }
 

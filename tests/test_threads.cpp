@@ -325,13 +325,15 @@ TEST_CASE("purge_tasks from a foreign thread while tasks finish removes each tas
 
 namespace {
 
+constexpr int hops = 200;
+
 /// One of a task's children: increments the task's counter `hops` times, hopping through the
 /// task's executor between increments, and counts the times it found another of the task's
 /// handlers running.
 asio::awaitable<void> hopping_child(int& counter, std::atomic<bool>& inside,
                                     std::atomic<int>& overlaps) {
   auto ex = co_await asio::this_coro::executor;
-  for (int i = 0; i < 200; ++i) {
+  for (int i = 0; i < hops; ++i) {
     if (inside.exchange(true)) ++overlaps;
     ++counter; // not atomic: the task's strand orders every increment (ThreadSanitizer checks it)
     inside = false;
@@ -374,7 +376,7 @@ TEST_CASE("on an io_context run by several threads, each task runs on a strand o
   }
   CHECK(not_on_strand == 0);
   CHECK(overlaps == 0);
-  for (int counter : counters) CHECK(counter == 4 * 200);
+  for (int counter : counters) CHECK(counter == 4 * hops);
   for (const auto& task : started) CHECK(task.done());
   CHECK(test::live_frames == 0);
 }
