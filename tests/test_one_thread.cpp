@@ -247,3 +247,80 @@ TEST_CASE("run on several threads is refused on an io_context made for one threa
   CHECK(result.clean());
   CHECK(answer_task.result() == 42);
 }
+
+TEST_CASE("on an io_context made for one thread, a waiter resumes as the task it waits for ends, "
+          "not a turn of the io_context later",
+          "[one_thread][wait]") {
+  asio::io_context ioc{1};
+  std::vector<std::string> order;
+  {
+    App app{"one-thread-wake", ioc};
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      auto ends = a.add_task([&]() -> asio::awaitable<void> {
+        co_await test::yield();
+        // Queued as the task ends: it runs on the io_context's next turn.
+        asio::post(ioc, [&] { order.push_back("next turn"); });
+      });
+      co_await ends.wait();
+      order.push_back("waiter");
+    });
+  }
+  CHECK(order == std::vector<std::string>{"waiter", "next turn"});
+}
+
+TEST_CASE("on an io_context made for one thread, several waiters of a task all resume on later "
+          "turns, none inside the task's end",
+          "[one_thread][wait]") {
+  asio::io_context ioc{1};
+  std::vector<std::string> order;
+  {
+    App app{"one-thread-waiters", ioc};
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      auto ends = a.add_task([&]() -> asio::awaitable<void> {
+        co_await test::yield();
+        asio::post(ioc, [&] { order.push_back("next turn"); });
+      });
+      // Resumed in place, the first waiter would hold the second back until it suspended.
+      auto other = a.add_task([&order, ends]() -> asio::awaitable<void> {
+        co_await ends.wait();
+        order.push_back("other waiter");
+      });
+      co_await ends.wait();
+      order.push_back("waiter");
+      co_await other.wait();
+    });
+  }
+  REQUIRE(order.size() == 3);
+  CHECK(order[0] == "next turn");
+}
+
+TEST_CASE("on an io_context made for one thread, a chain of tasks each awaiting the one before "
+          "resumes in place only so deep, then on later turns",
+          "[one_thread][wait]") {
+  constexpr std::size_t depth = taskyard::detail::wait_list::max_in_place_depth;
+  constexpr std::size_t length = 3 * depth;
+  asio::io_context ioc{1};
+  std::vector<std::string> order;
+  {
+    App app{"one-thread-chain", ioc};
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      std::vector<Task<>> chain;
+      chain.push_back(a.add_task([&]() -> asio::awaitable<void> {
+        co_await test::yield();
+        asio::post(ioc, [&] { order.push_back("next turn"); });
+      }));
+      for (std::size_t i = 1; i < length; ++i) {
+        chain.push_back(a.add_task([&order, i, before = chain.back()]() -> asio::awaitable<void> {
+          co_await before.wait();
+          order.push_back(std::to_string(i));
+        }));
+      }
+      co_await chain.back().wait();
+    });
+  }
+  REQUIRE(order.size() == length);
+  // Tasks 1 to `depth` end inside the first task's completion, nested; the rest are posted.
+  CHECK(order[depth] == "next turn");
+  CHECK(order[depth - 1] == std::to_string(depth));
+  CHECK(order.back() == std::to_string(length - 1));
+}

@@ -112,10 +112,15 @@ struct task_completion {
     return state->cancellation_slot();
   }
 
-  void operator()(std::exception_ptr e) const {
+  void operator()(std::exception_ptr e) {
     // Only an allocation failure in co_spawn itself arrives here as e: the task's own exceptions
     // are caught by run_task.
-    state->finish(std::move(e));
+    wait_list::node* woken = state->settle(std::move(e));
+    // The task's frames are gone and this handler is the last thing co_spawn runs for it, so a
+    // waiter that may run on this thread resumes here rather than a turn later. This reference
+    // goes first: a waiter that purges the task then sees it go, as it would had it been posted.
+    state.reset();
+    wait_list::complete_detached(woken, wait_list::wake::in_place);
   }
 };
 

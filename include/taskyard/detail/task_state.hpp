@@ -155,10 +155,16 @@ public:
   }
 
   /// Called on the task's strand once its coroutine frames are gone; `e` is an exception co_spawn
-  /// itself reports (an allocation failure before the coroutine could run).
-  void finish(std::exception_ptr e) {
+  /// itself reports (an allocation failure before the coroutine could run). Wakes the waiters
+  /// through their executors.
+  void finish(std::exception_ptr e) { wait_list::complete_detached(settle(std::move(e))); }
+
+  /// finish, except that the waiters are returned, unlinked, for the caller to wake with
+  /// wait_list::complete_detached once it no longer needs the state (each waiter keeps the state
+  /// alive itself). Null if there are none, or if the task had already finished.
+  [[nodiscard]] wait_list::node* settle(std::exception_ptr e) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (finished_locked()) return; // given up on already
+    if (finished_locked()) return nullptr; // given up on already
     if (!ended_) {
       exception_ = std::move(e);
       ended_aborted_ = is_operation_aborted(exception_);
@@ -168,7 +174,7 @@ public:
     } else {
       set_status(ended_after_cancel_ ? task_status::cancelled : task_status::succeeded);
     }
-    complete_locked(lock);
+    return settle_locked(lock);
   }
 
   /// Throws the task's switch: from now on nothing submitted to its executor runs (see
@@ -293,11 +299,16 @@ private:
   // owner (which may unregister the task), and only then wakes the waiters, so that a waiter sees
   // the task gone from the registry under auto_purge.
   void complete_locked(std::unique_lock<std::mutex>& lock) {
+    wait_list::complete_detached(settle_locked(lock));
+  }
+
+  // complete_locked, except that the waiters are returned rather than woken.
+  [[nodiscard]] wait_list::node* settle_locked(std::unique_lock<std::mutex>& lock) {
     if (gates_ != nullptr) gates_->release(gate_);
     wait_list::node* woken = waiters_.detach_all();
     lock.unlock();
     if (owner_) owner_->task_finished(*this);
-    wait_list::complete_detached(woken);
+    return woken;
   }
 
   // The signal may only be emitted where the task runs: its strand (or, without one, the

@@ -7,9 +7,10 @@
 // "make the condition true, then complete every waiter".
 //
 // Each wait is an Asio asynchronous operation: it keeps its executor's work alive, completes on the
-// handler's associated executor (never inside the call that completed it), and supports
-// per-operation cancellation through the handler's associated cancellation slot (terminal, partial
-// and total), in which case it completes with asio::error::operation_aborted.
+// handler's associated executor, and supports per-operation cancellation through the handler's
+// associated cancellation slot (terminal, partial and total), in which case it completes with
+// asio::error::operation_aborted. A completion is posted, never run inside the call that completed
+// it, unless the completer asks for wake::in_place (see there).
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -21,6 +22,7 @@
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
@@ -35,6 +37,24 @@ namespace taskyard::detail {
 
 class wait_list {
 public:
+  /// How a completion reaches its waiter.
+  enum class wake : unsigned char {
+    /// Posted to the waiter's executor: the waiter never runs inside the call that completed it.
+    post,
+    /// Dispatched: run in place if the calling thread may run the waiter's executor
+    /// (asio::dispatch),
+    /// otherwise posted. It saves a trip through the scheduler, and so a poll of the reactor, for a
+    /// waiter that resumes on the thread that completed it; only a caller that may run arbitrary
+    /// code in place asks for it (a task's completion, at the end of its coroutine), and only a
+    /// lone waiter is woken so (see complete_detached). A chain of waiters, each completed in place
+    /// by the one before it, nests on the stack: from max_in_place_depth nested completions on, the
+    /// rest are posted.
+    in_place,
+  };
+
+  /// How many completions may nest in place on one thread before the next is posted.
+  static constexpr unsigned max_in_place_depth = 8;
+
   /// One pending wait. Owned by the list while linked, then by the completion posted for it.
   class node {
   public:
@@ -43,8 +63,9 @@ public:
     node& operator=(const node&) = delete;
     virtual ~node() = default;
 
-    /// Posts the completion to the waiter's executor. Called once, with the node unlinked.
-    virtual void complete(boost::system::error_code ec) = 0;
+    /// Completes the wait on the waiter's executor, as `how` says. Called once, with the node
+    /// unlinked.
+    virtual void complete(boost::system::error_code ec, wake how) = 0;
 
   protected:
     friend class wait_list;
@@ -78,12 +99,16 @@ public:
   [[nodiscard]] node* detach_all() noexcept { return nodes_.release_all(); }
 
   /// Completes, with success, waits returned by detach_all. Call it with no lock held.
-  static void complete_detached(node* first) {
+  /// wake::in_place applies to a lone waiter only: of several, the first to resume in place would
+  /// hold the others back until it suspended (and deadlock, were it to block its thread until
+  /// another had run), so they are all posted.
+  static void complete_detached(node* first, wake how = wake::post) {
+    if (first != nullptr && list_type::next(*first) != nullptr) how = wake::post;
     while (first != nullptr) {
       node* next = list_type::next(*first);
       // The links are not touched here: detach_all unlinked the node under the mutex, and a
       // cancellation handler running on another thread reads them under that mutex.
-      first->complete({});
+      first->complete({}, how);
       first = next;
     }
   }
@@ -127,11 +152,18 @@ private:
       if (slot_.is_connected()) slot_.template emplace<canceller>(this);
     }
 
-    void complete(boost::system::error_code ec) override {
+    void complete(boost::system::error_code ec, wake how) override {
       // The slot is cleared, and the handler run, on the waiter's own executor: that is where the
       // cancellation signal is emitted, so the two never race.
       auto ex = work_.get_executor();
-      boost::asio::post(ex, finisher{std::unique_ptr<waiter>(this), ec});
+      finisher f{std::unique_ptr<waiter>(this), ec};
+      if (how == wake::in_place && in_place_depth < max_in_place_depth) {
+        ++in_place_depth;
+        const depth_guard leave;
+        boost::asio::dispatch(ex, std::move(f));
+      } else {
+        boost::asio::post(ex, std::move(f));
+      }
     }
 
   private:
@@ -160,7 +192,7 @@ private:
           if (!list_type::linked(*self)) return; // already being completed
           self->list_->nodes_.erase(*self);
         }
-        self->complete(boost::asio::error::operation_aborted);
+        self->complete(boost::asio::error::operation_aborted, wake::post);
       }
     };
 
@@ -172,6 +204,16 @@ private:
   };
 
   using list_type = intrusive_list<node, &node::links_>;
+
+  // Completions running in place on this thread, one inside the other.
+  static inline thread_local unsigned in_place_depth = 0;
+
+  struct depth_guard {
+    depth_guard() = default;
+    depth_guard(const depth_guard&) = delete;
+    depth_guard& operator=(const depth_guard&) = delete;
+    ~depth_guard() { --in_place_depth; }
+  };
 
   std::mutex& mutex_;
   list_type nodes_;
