@@ -41,21 +41,20 @@ public:
   enum class wake : unsigned char {
     /// Posted to the waiter's executor: the waiter never runs inside the call that completed it.
     post,
-    /// Dispatched: run in place if the calling thread may run the waiter's executor
-    /// (asio::dispatch),
-    /// otherwise posted. It saves a trip through the scheduler, and so a poll of the reactor, for a
-    /// waiter that resumes on the thread that completed it; only a caller that may run arbitrary
-    /// code in place asks for it (a task's completion, at the end of its coroutine), and only a
-    /// lone waiter is woken so (see complete_detached). A chain of waiters, each completed in place
-    /// by the one before it, nests on the stack: from max_in_place_depth nested completions on, the
-    /// rest are posted.
+    /// Dispatched (asio::dispatch): run in place if the calling thread may run the waiter's
+    /// executor, otherwise posted. It saves a trip through the scheduler, and so a poll of the
+    /// reactor, for a waiter that resumes on the thread that completed it. Only a caller that may
+    /// run arbitrary code in place asks for it (a task's completion, at the end of its coroutine),
+    /// and only a lone waiter is woken so (see complete_detached). A chain of waiters, each
+    /// completed in place by the one before it, nests on the stack: from max_in_place_depth nested
+    /// completions on, the rest are posted.
     in_place,
   };
 
   /// How many completions may nest in place on one thread before the next is posted.
   static constexpr unsigned max_in_place_depth = 8;
 
-  /// One pending wait. Owned by the list while linked, then by the completion posted for it.
+  /// One pending wait. Owned by the list while linked, then by the completion made for it.
   class node {
   public:
     node() = default;
