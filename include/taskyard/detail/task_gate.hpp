@@ -109,7 +109,10 @@ private:
 /// coroutine it spawned on its executor and did not wait for, a timer it did not wait for) is as
 /// unlikely as may be to meet a later task on its strand. If it does, the two are serialised with
 /// each other: never run at the same time, which is safe, but neither may block waiting for the
-/// other inside a handler. A switch that was thrown is never handed out again, since the executor
+/// other inside a handler. The same holds for a task's lone waiter resumed in place as the task
+/// ends (see wait_list::wake::in_place): it runs while its thread still holds the finished task's
+/// strand, so a later task given that strand meanwhile starts once the waiter suspends. A switch
+/// that was thrown is never handed out again, since the executor
 /// copies of a task given up on must go on seeing it thrown: it stays, with its strand (about 150
 /// bytes), until the io_context is destroyed.
 ///
