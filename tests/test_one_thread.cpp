@@ -50,6 +50,13 @@ asio::awaitable<void> ignores_cancellation() {
   }
 }
 
+/// Yields once, then, as it ends, queues "next turn" on `ioc`: that runs on the io_context's next
+/// turn, after whatever the task's end runs in place.
+asio::awaitable<void> ends_after_a_turn(asio::io_context& ioc, std::vector<std::string>& order) {
+  co_await test::yield();
+  asio::post(ioc, [&order] { order.push_back("next turn"); });
+}
+
 } // namespace
 
 TEST_CASE("tasks on an io_context made for one thread run on its executor, with no strand",
@@ -256,11 +263,7 @@ TEST_CASE("on an io_context made for one thread, a waiter resumes as the task it
   {
     App app{"one-thread-wake", ioc};
     test::run_app(app, [&](App& a) -> asio::awaitable<void> {
-      auto ends = a.add_task([&]() -> asio::awaitable<void> {
-        co_await test::yield();
-        // Queued as the task ends: it runs on the io_context's next turn.
-        asio::post(ioc, [&] { order.push_back("next turn"); });
-      });
+      auto ends = a.add_task(ends_after_a_turn(ioc, order));
       co_await ends.wait();
       order.push_back("waiter");
     });
@@ -276,10 +279,7 @@ TEST_CASE("on an io_context made for one thread, several waiters of a task all r
   {
     App app{"one-thread-waiters", ioc};
     test::run_app(app, [&](App& a) -> asio::awaitable<void> {
-      auto ends = a.add_task([&]() -> asio::awaitable<void> {
-        co_await test::yield();
-        asio::post(ioc, [&] { order.push_back("next turn"); });
-      });
+      auto ends = a.add_task(ends_after_a_turn(ioc, order));
       // Resumed in place, the first waiter would hold the second back until it suspended.
       auto other = a.add_task([&order, ends]() -> asio::awaitable<void> {
         co_await ends.wait();
@@ -305,10 +305,7 @@ TEST_CASE("on an io_context made for one thread, a chain of tasks each awaiting 
     App app{"one-thread-chain", ioc};
     test::run_app(app, [&](App& a) -> asio::awaitable<void> {
       std::vector<Task<>> chain;
-      chain.push_back(a.add_task([&]() -> asio::awaitable<void> {
-        co_await test::yield();
-        asio::post(ioc, [&] { order.push_back("next turn"); });
-      }));
+      chain.push_back(a.add_task(ends_after_a_turn(ioc, order)));
       for (std::size_t i = 1; i < length; ++i) {
         chain.push_back(a.add_task([&order, i, before = chain.back()]() -> asio::awaitable<void> {
           co_await before.wait();
