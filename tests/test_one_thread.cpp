@@ -9,11 +9,15 @@
 // App's destruction.
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/strand.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
+#include <exception>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +59,32 @@ asio::awaitable<void> ignores_cancellation() {
 asio::awaitable<void> ends_after_a_turn(asio::io_context& ioc, std::vector<std::string>& order) {
   co_await test::yield();
   asio::post(ioc, [&order] { order.push_back("next turn"); });
+}
+
+constexpr std::size_t chain_depth = taskyard::detail::wait_list::max_in_place_depth;
+constexpr std::size_t chain_length = 3 * chain_depth;
+
+/// Adds a chain of tasks, the first ending after a turn (ends_after_a_turn) and each of the others
+/// awaiting the one before and recording its index, then waits for the last.
+asio::awaitable<void> chain(App& app, std::vector<std::string>& order) {
+  asio::io_context& ioc = app.io_context();
+  std::vector<Task<>> tasks;
+  tasks.push_back(app.add_task(ends_after_a_turn(ioc, order)));
+  for (std::size_t i = 1; i < chain_length; ++i) {
+    tasks.push_back(app.add_task([&order, i, before = tasks.back()]() -> asio::awaitable<void> {
+      co_await before.wait();
+      order.push_back(std::to_string(i));
+    }));
+  }
+  co_await tasks.back().wait();
+}
+
+/// Tasks 1 to chain_depth ended inside the first task's completion, nested; the rest were posted.
+void check_chain(const std::vector<std::string>& order) {
+  REQUIRE(order.size() == chain_length);
+  CHECK(order[chain_depth] == "next turn");
+  CHECK(order[chain_depth - 1] == std::to_string(chain_depth));
+  CHECK(order.back() == std::to_string(chain_length - 1));
 }
 
 } // namespace
@@ -297,27 +327,50 @@ TEST_CASE("on an io_context made for one thread, several waiters of a task all r
 TEST_CASE("on an io_context made for one thread, a chain of tasks each awaiting the one before "
           "resumes in place only so deep, then on later turns",
           "[one_thread][wait]") {
-  constexpr std::size_t depth = taskyard::detail::wait_list::max_in_place_depth;
-  constexpr std::size_t length = 3 * depth;
   asio::io_context ioc{1};
   std::vector<std::string> order;
   {
     App app{"one-thread-chain", ioc};
-    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
-      std::vector<Task<>> chain;
-      chain.push_back(a.add_task(ends_after_a_turn(ioc, order)));
-      for (std::size_t i = 1; i < length; ++i) {
-        chain.push_back(a.add_task([&order, i, before = chain.back()]() -> asio::awaitable<void> {
-          co_await before.wait();
-          order.push_back(std::to_string(i));
-        }));
-      }
-      co_await chain.back().wait();
-    });
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> { co_await chain(a, order); });
   }
-  REQUIRE(order.size() == length);
-  // Tasks 1 to `depth` end inside the first task's completion, nested; the rest are posted.
-  CHECK(order[depth] == "next turn");
-  CHECK(order[depth - 1] == std::to_string(depth));
-  CHECK(order.back() == std::to_string(length - 1));
+  check_chain(order);
+}
+
+TEST_CASE("on an io_context made for one thread, the failure of a waiter resumed in place comes "
+          "out of io_context::run after the task's end, and later waiters still resume in place",
+          "[one_thread][wait]") {
+  asio::io_context ioc{1};
+  std::vector<std::string> order;
+  App app{"one-thread-throwing-waiter", ioc};
+  bool served = false;
+  asio::co_spawn(ioc, app.serve(), [&](std::exception_ptr) { served = true; });
+  auto ends = app.add_task(ends_after_a_turn(ioc, order));
+  // The waiter's completion handler rethrows. The io_context's executor, dispatching in place,
+  // catches what the waiter throws and run() rethrows it once the task's completion has returned.
+  asio::co_spawn(
+      ioc,
+      [ends]() -> asio::awaitable<void> {
+        co_await ends.wait();
+        throw std::runtime_error("the waiter failed");
+      },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
+  CHECK_THROWS_WITH(ioc.run(), "the waiter failed");
+  REQUIRE(ends.done());
+  ioc.poll(); // "next turn"
+  order.clear();
+
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        co_await chain(app, order);
+        app.stop();
+      },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
+  ioc.run();
+  CHECK(served);
+  check_chain(order);
 }

@@ -2,6 +2,8 @@
 
 #include "support.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <catch2/catch.hpp>
 
@@ -379,4 +381,45 @@ TEST_CASE("on an io_context run by several threads, each task runs on a strand o
   for (int counter : counters) CHECK(counter == 4 * hops);
   for (const auto& task : started) CHECK(task.done());
   CHECK(test::live_frames == 0);
+}
+
+TEST_CASE("on an io_context run by several threads, a lone waiter on the io_context's own executor "
+          "resumes as the task it waits for ends, on that task's thread",
+          "[threads][wait]") {
+  constexpr std::size_t tasks = 64;
+  std::vector<std::thread::id> ended_on(tasks), resumed_on(tasks);
+  std::vector<char> saw_done(tasks, 0);
+  std::atomic<std::size_t> resumed{0};
+  {
+    App app{"threads-wake"};
+    test::run_app(app,
+                  [&](App& a) -> asio::awaitable<void> {
+                    test::signal go(a.io_context()), all_resumed(a.io_context());
+                    for (std::size_t i = 0; i < tasks; ++i) {
+                      auto task = a.add_task([&, i]() -> asio::awaitable<void> {
+                        co_await go.wait();
+                        ended_on[i] = std::this_thread::get_id();
+                      });
+                      // Spawned from a thread that runs the io_context, the waiter runs in place
+                      // up to its wait: it is waiting before `go` lets the task end.
+                      asio::co_spawn(
+                          a.io_context(),
+                          [&, i, task]() -> asio::awaitable<void> {
+                            co_await task.wait();
+                            resumed_on[i] = std::this_thread::get_id();
+                            saw_done[i] = task.done() ? 1 : 0;
+                            if (++resumed == tasks) all_resumed.notify();
+                          },
+                          asio::detached);
+                    }
+                    for (std::size_t i = 0; i < tasks; ++i) go.notify();
+                    co_await all_resumed.wait();
+                  },
+                  {.threads = 4, .handle_signals = false});
+  }
+  REQUIRE(resumed == tasks);
+  for (std::size_t i = 0; i < tasks; ++i) {
+    CHECK(saw_done[i] == 1);
+    CHECK(resumed_on[i] == ended_on[i]);
+  }
 }
