@@ -27,6 +27,7 @@
 #include <new>
 #include <optional>
 #include <semaphore>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -703,4 +704,41 @@ TEST_CASE("an App on a borrowed io_context destroyed during its stop sequence le
   }
   CHECK(test::live_frames == 0);
   CHECK(log.resumed == 1);
+}
+
+TEST_CASE(
+    "a task whose coroutine has ended as shutdown gives up on it keeps its outcome and is not "
+    "reported forced",
+    "[shutdown]") {
+  // The race, made deterministic on the task's state: shutdown gives up on tasks that have
+  // returned or thrown, but whose completion (which settles them, on their own thread) has not run.
+  using taskyard::detail::task_state;
+  using taskyard::detail::task_status;
+  asio::io_context ioc{1};
+  auto& gates = asio::use_service<taskyard::detail::gate_pool>(ioc);
+  auto threw = std::make_shared<task_state<void>>("threw", nullptr, ioc.get_executor());
+  auto returned = std::make_shared<task_state<void>>("returned", nullptr, ioc.get_executor());
+  auto suspended = std::make_shared<task_state<void>>("suspended", nullptr, ioc.get_executor());
+  for (const auto& state : {threw, returned, suspended})
+    REQUIRE(state->begin_running(gates).valid());
+  threw->end(std::make_exception_ptr(std::runtime_error("failed as shutdown came")), false);
+  returned->end(nullptr, false);
+  for (const auto& state : {threw, returned, suspended}) state->abandon_gate();
+
+  CHECK_FALSE(threw->abandon());
+  CHECK(threw->status() == task_status::failed);
+  CHECK_FALSE(threw->forced());
+  CHECK(threw->take_failure() != nullptr);
+
+  CHECK_FALSE(returned->abandon());
+  CHECK(returned->status() == task_status::succeeded);
+  CHECK_FALSE(returned->forced());
+
+  CHECK(suspended->abandon());
+  CHECK(suspended->status() == task_status::cancelled);
+  CHECK(suspended->forced());
+
+  // A completion that runs after all changes nothing.
+  CHECK(threw->settle(nullptr) == nullptr);
+  CHECK(threw->status() == task_status::failed);
 }

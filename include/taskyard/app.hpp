@@ -508,8 +508,9 @@ private:
     auto left = core->live_tasks();
     if (!left.empty()) {
       for (auto& task : left) {
-        core->abandon(*task);
-        result.forced.push_back(task->name().empty() ? "<unnamed>" : task->name());
+        // A task that finishes as it is given up on keeps its outcome, and is not reported.
+        if (core->abandon(*task))
+          result.forced.push_back(task->name().empty() ? "<unnamed>" : task->name());
       }
       timer.expires_after(core->config.forced_frame_grace);
       co_await (detail::app_core::wait_until(

@@ -258,12 +258,13 @@ public:
   }
 
   /// Gives up on a task (see task_state_base::abandon), counting its frame if it still exists.
-  void abandon(task_state_base& task) {
+  /// Returns true if it gave up on it; false if the task finished first, if only just.
+  bool abandon(task_state_base& task) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (task.abandon_gate()) ++abandoned_frames_;
     }
-    task.abandon();
+    return task.abandon();
   }
 
   /// Destroys the tasks deferred until a start that will now never come.

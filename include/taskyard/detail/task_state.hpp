@@ -169,11 +169,7 @@ public:
       exception_ = std::move(e);
       ended_aborted_ = is_operation_aborted(exception_);
     }
-    if (exception_) {
-      set_status(ended_aborted_ ? task_status::cancelled : task_status::failed);
-    } else {
-      set_status(ended_after_cancel_ ? task_status::cancelled : task_status::succeeded);
-    }
+    set_outcome_locked();
     return settle_locked(lock);
   }
 
@@ -184,23 +180,33 @@ public:
     std::lock_guard<std::mutex> lock(mutex_);
     const unsigned before = flags_.fetch_or(abandoned, std::memory_order_acq_rel);
     // A task that has not started has no executor to stop yet (and never will: begin_running
-    // refuses it now), so its switch goes back to the pool as it is cancelled.
-    if (gate_.valid() && status_ == task_status::running) gate_.throw_switch();
+    // refuses it now), so its switch goes back to the pool as it is cancelled; nor has a task whose
+    // coroutine has ended, which abandon finishes with its outcome, as its completion would.
+    if (gate_.valid() && status_ == task_status::running && !ended_) gate_.throw_switch();
     return (before & frame_alive) != 0;
   }
 
   /// Gives up on a task that ignored cancellation, after abandon_gate: it counts as cancelled from
   /// now on, and its frames are destroyed when the operation it waits on is cancelled (or when the
-  /// io_context is destroyed, for an operation that cannot be cancelled).
-  void abandon() {
+  /// io_context is destroyed, for an operation that cannot be cancelled). Returns true if it gave
+  /// up on the task; false if the task had finished, or if its coroutine had already ended (it
+  /// raced with shutdown and won): such a task finishes here with the outcome it ended with, as
+  /// its completion, which finds it finished, would have.
+  bool abandon() {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (finished_locked()) return; // its frames are gone already
+    if (finished_locked()) return false; // its frames are gone already
+    if (ended_) {
+      set_outcome_locked();
+      complete_locked(lock);
+      return false;
+    }
     const gate_ref gate = gate_;
     cancel_requested_ = true;
     set_status(task_status::cancelled);
     forced_ = true;
     complete_locked(lock);
     emit_cancellation(gate);
+    return true;
   }
 
   /// Called when the task's coroutine frame is destroyed, by whatever path.
@@ -278,6 +284,15 @@ private:
   }
 
   void set_status(task_status s) noexcept { status_.store(s, std::memory_order_release); }
+
+  // The status of a task whose coroutine has ended, from how it ended (see end). Requires mutex_.
+  void set_outcome_locked() noexcept {
+    if (exception_) {
+      set_status(ended_aborted_ ? task_status::cancelled : task_status::failed);
+    } else {
+      set_status(ended_after_cancel_ ? task_status::cancelled : task_status::succeeded);
+    }
+  }
 
   void set_cancel_message(std::string message) {
     if (message.empty())
