@@ -344,6 +344,9 @@ TEST_CASE("on an io_context made for one thread, the failure of a waiter resumed
   App app{"one-thread-throwing-waiter", ioc};
   bool served = false;
   asio::co_spawn(ioc, app.serve(), [&](std::exception_ptr) { served = true; });
+  const auto rethrow = [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  };
   auto ends = app.add_task(ends_after_a_turn(ioc, order));
   // The waiter's completion handler rethrows. The io_context's executor, dispatching in place,
   // catches what the waiter throws and run() rethrows it once the task's completion has returned.
@@ -353,9 +356,7 @@ TEST_CASE("on an io_context made for one thread, the failure of a waiter resumed
         co_await ends.wait();
         throw std::runtime_error("the waiter failed");
       },
-      [](std::exception_ptr e) {
-        if (e) std::rethrow_exception(e);
-      });
+      rethrow);
   CHECK_THROWS_WITH(ioc.run(), "the waiter failed");
   REQUIRE(ends.done());
   ioc.poll(); // "next turn"
@@ -367,9 +368,7 @@ TEST_CASE("on an io_context made for one thread, the failure of a waiter resumed
         co_await chain(app, order);
         app.stop();
       },
-      [](std::exception_ptr e) {
-        if (e) std::rethrow_exception(e);
-      });
+      rethrow);
   ioc.run();
   CHECK(served);
   check_chain(order);
