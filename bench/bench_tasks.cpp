@@ -149,6 +149,7 @@ struct hand_registry {
     asio::cancellation_signal signal;
     bool done = false;
     std::exception_ptr error;
+    asio::steady_timer* waiter = nullptr; // set while cancel_and_wait waits for the task's end
   };
 
   asio::io_context& ioc;
@@ -168,6 +169,7 @@ struct hand_registry {
           e.done = true;
           e.error = std::move(error);
           finished.push_back(key);
+          if (e.waiter != nullptr) e.waiter->cancel();
         }));
   }
 
@@ -176,6 +178,23 @@ struct hand_registry {
     if (it == tasks.end()) return false;
     if (!it->second.done) it->second.signal.emit(asio::cancellation_type::terminal);
     return true;
+  }
+
+  /// cancel, then wait until the task has ended: what App::cancel_task does, written by hand, with
+  /// Asio's usual condition variable (a timer that never expires, cancelled by the task's end).
+  asio::awaitable<bool> cancel_and_wait(const std::string& name) {
+    auto it = tasks.find(name);
+    if (it == tasks.end()) co_return false;
+    entry& e = it->second;
+    if (!e.done) e.signal.emit(asio::cancellation_type::terminal);
+    if (!e.done) {
+      asio::steady_timer ended(ioc, asio::steady_timer::time_point::max());
+      e.waiter = &ended;
+      auto [ec] = co_await ended.async_wait(asio::as_tuple(asio::use_awaitable));
+      (void)ec;
+      e.waiter = nullptr;
+    }
+    co_return true;
   }
 
   std::size_t purge() {
@@ -399,7 +418,13 @@ void W4_taskyard(benchmark::State& state) {
   expect_ended(state, expected);
 }
 
-template <asio::awaitable<void> (*Task)()>
+asio::awaitable<void> cancel_and_wait_all(hand_registry& r, const std::vector<std::string>& names) {
+  for (const auto& name : names) co_await r.cancel_and_wait(name);
+}
+
+// With `waiting`, for information: the hand-written registry with cancel_task's contract (cancel,
+// then wait until the task has ended), one task at a time as cancel_all does.
+template <asio::awaitable<void> (*Task)(), bool waiting = false>
 void W4_registry(benchmark::State& state) {
   asio::io_context ioc{1};
   hand_registry r{ioc, {}, {}};
@@ -412,7 +437,10 @@ void W4_registry(benchmark::State& state) {
     for (const auto& name : names) r.add(name, Task());
     drain(ioc);
     state.ResumeTiming();
-    for (const auto& name : names) r.cancel(name);
+    if constexpr (waiting)
+      asio::co_spawn(ioc, cancel_and_wait_all(r, names), asio::detached);
+    else
+      for (const auto& name : names) r.cancel(name);
     drain(ioc);
     state.PauseTiming();
     r.purge();
@@ -425,8 +453,12 @@ void W4_registry(benchmark::State& state) {
 
 void BM_W4_taskyard(benchmark::State& state) { W4_taskyard<sleeper>(state); }
 void BM_W4_registry(benchmark::State& state) { W4_registry<sleeper>(state); }
+void BM_W4_registry_waiting(benchmark::State& state) { W4_registry<sleeper, true>(state); }
 void BM_W4nothrow_taskyard(benchmark::State& state) { W4_taskyard<quiet_sleeper>(state); }
 void BM_W4nothrow_registry(benchmark::State& state) { W4_registry<quiet_sleeper>(state); }
+void BM_W4nothrow_registry_waiting(benchmark::State& state) {
+  W4_registry<quiet_sleeper, true>(state);
+}
 
 // ------------------------------------------------------------------------------------------------
 // W6: steady state, as a server: 10,000 live named tasks, each ending after a few turns of the
@@ -561,8 +593,10 @@ BENCHMARK(BM_W3_taskyard)->Iterations(3);
 BENCHMARK(BM_W3_co_spawn_signal)->Iterations(3);
 BENCHMARK(BM_W4_taskyard);
 BENCHMARK(BM_W4_registry);
+BENCHMARK(BM_W4_registry_waiting);
 BENCHMARK(BM_W4nothrow_taskyard);
 BENCHMARK(BM_W4nothrow_registry);
+BENCHMARK(BM_W4nothrow_registry_waiting);
 BENCHMARK(BM_W6_taskyard)->Iterations(200000);
 BENCHMARK(BM_W6_registry)->Iterations(200000);
 BENCHMARK(BM_W5_taskyard)->Iterations(2000);

@@ -86,6 +86,15 @@ def rows_of(median):
     if have("BM_W4nothrow_taskyard", "BM_W4nothrow_registry"):
         row("W4", "cancel_task of a suspended task (non-throwing wait) vs emitting its signal",
             ns_per_task("BM_W4nothrow_taskyard"), ns_per_task("BM_W4nothrow_registry"), "ns/task", 1.2, "≤ 1.2×")
+    if have("BM_W4_taskyard", "BM_W4_registry_waiting"):
+        row("W4", "the same (throwing wait) vs emitting its signal, then waiting for the task's end, "
+            "as cancel_task does (information)",
+            ns_per_task("BM_W4_taskyard"), ns_per_task("BM_W4_registry_waiting"), "ns/task", None, "—")
+    if have("BM_W4nothrow_taskyard", "BM_W4nothrow_registry_waiting"):
+        row("W4", "the same (non-throwing wait) vs emitting its signal, then waiting for the task's end, "
+            "as cancel_task does (information)",
+            ns_per_task("BM_W4nothrow_taskyard"), ns_per_task("BM_W4nothrow_registry_waiting"), "ns/task",
+            None, "—")
     if have("BM_W5_taskyard", "BM_W5_flat_map"):
         row("W5", "get_task among 1,000,000 names vs `boost::unordered_flat_map` lookup",
             ns_per_task("BM_W5_taskyard"), ns_per_task("BM_W5_flat_map"), "ns/lookup", 1.1, "≤ 1.1×")
@@ -168,6 +177,8 @@ with open(os.path.join(a.outdir, "chart.dat"), "w") as f:
             label = "W1 strand"
         elif "bound cancellation signal" in what:
             label = f"W1 {unit} vs +signal"
+        elif "waiting for the task's end" in what:
+            label = "W4 nothrow vs wait" if "non-throwing" in what else "W4 vs wait"
         elif "non-throwing" in what:
             label = f"{w} nothrow"
         elif "RSS" in what:
