@@ -183,7 +183,7 @@ with open(os.path.join(a.outdir, "chart.dat"), "w") as f:
             label = f"{w} nothrow"
         elif "RSS" in what:
             label = "W3 RSS"
-        f.write(f"\"{label}\" {ratio:.4f} {target if target is not None else 'NaN'} {lowest:.4f} {highest:.4f}\n")
+        f.write(f"\"{label}\" {ratio:.6f} {target if target is not None else 'NaN'} {lowest:.6f} {highest:.6f}\n")
 with open(os.path.join(a.outdir, "chart.gp"), "w") as f:
     f.write("""set terminal pngcairo size 1100,560 noenhanced font ',10'
 set bmargin 7
