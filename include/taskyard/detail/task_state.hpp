@@ -154,14 +154,16 @@ public:
     ended_after_cancel_ = cancel_requested_;
   }
 
-  /// Called on the task's strand once its coroutine frames are gone; `e` is an exception co_spawn
-  /// itself reports (an allocation failure before the coroutine could run). Wakes the waiters
-  /// through their executors.
+  /// Finishes a task that fails before its coroutine could run (`e`: its gate pool could not
+  /// grow), waking the waiters through their executors.
   void finish(std::exception_ptr e) { wait_list::complete_detached(settle(std::move(e))); }
 
-  /// finish, except that the waiters are returned, unlinked, for the caller to wake with
-  /// wait_list::complete_detached once it no longer needs the state (each waiter keeps the state
-  /// alive itself). Null if there are none, or if the task had already finished.
+  /// Settles the outcome of a task whose coroutine has ended (see end) or could not run (`e`, if
+  /// end was never called: an allocation failure in co_spawn, or finish's), and returns the
+  /// waiters, unlinked, for the caller to wake with wait_list::complete_detached once it no longer
+  /// needs the state (each waiter keeps the state alive itself). Called by the task's completion,
+  /// on its strand, once its coroutine frames are gone. Null if there are no waiters, or if the
+  /// task had already finished (given up on, or finished by abandon).
   [[nodiscard]] wait_list::node* settle(std::exception_ptr e) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (finished_locked()) return nullptr; // given up on already
