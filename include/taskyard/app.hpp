@@ -14,6 +14,7 @@
 
 #include <taskyard/config.hpp>
 #include <taskyard/detail/app_core.hpp>
+#include <taskyard/detail/block_cache.hpp>
 #include <taskyard/detail/task_state.hpp>
 #include <taskyard/detail/worker_processes.hpp>
 #include <taskyard/errors.hpp>
@@ -397,8 +398,9 @@ private:
     detail::check_task_source<Source>();
     if constexpr (task_source<Source>) {
       using T = task_result_t<Source>;
-      auto state = std::make_shared<detail::task_state<T>>(std::move(name), core_,
-                                                           core_->ioc.get_executor());
+      auto state = std::allocate_shared<detail::task_state<T>>(
+          detail::cached_allocator<detail::task_state<T>>(), std::move(name), core_,
+          core_->ioc.get_executor());
       Task<T> handle(state);
       core_->admit(state, on_conflict,
                    [&gates = core_->gates, state,

@@ -23,6 +23,8 @@
 #ifndef TASKYARD_DETAIL_TASK_GATE_HPP
 #define TASKYARD_DETAIL_TASK_GATE_HPP
 
+#include <taskyard/detail/block_cache.hpp>
+
 #include <boost/asio/detail/concurrency_hint.hpp>
 #include <boost/asio/detail/strand_executor_service.hpp>
 #include <boost/asio/execution.hpp>
@@ -197,11 +199,13 @@ private:
 };
 
 /// Posts `f` to where the task holding `gate` runs (its strand, or `io` if it has none or no switch
-/// yet), bypassing the switch: for what must reach a task that has been given up on.
+/// yet), bypassing the switch: for what must reach a task that has been given up on. The operation
+/// that carries `f` comes from the block cache (see block_cache.hpp).
 template <typename Function>
 void post_to_task(const gate_ref& gate, const boost::asio::io_context::executor_type& io,
                   Function&& f) {
-  auto never = boost::asio::require(io, boost::asio::execution::blocking.never);
+  auto never = boost::asio::require(io, boost::asio::execution::blocking.never,
+                                    boost::asio::execution::allocator(cached_allocator<void>()));
   if (gate.valid() && gate.strand())
     strand_service::execute(gate.strand(), never, std::forward<Function>(f));
   else
