@@ -18,6 +18,7 @@
 #ifndef TASKYARD_DETAIL_WAIT_LIST_HPP
 #define TASKYARD_DETAIL_WAIT_LIST_HPP
 
+#include <taskyard/detail/block_cache.hpp>
 #include <taskyard/detail/intrusive_list.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -54,13 +55,20 @@ public:
   /// How many completions may nest in place on one thread before the next is posted.
   static constexpr unsigned max_in_place_depth = 8;
 
-  /// One pending wait. Owned by the list while linked, then by the completion made for it.
+  /// One pending wait. Owned by the list while linked, then by the completion made for it. Its
+  /// memory comes from the block cache (see block_cache.hpp).
   class node {
   public:
     node() = default;
     node(const node&) = delete;
     node& operator=(const node&) = delete;
     virtual ~node() = default;
+
+    static void* operator new(std::size_t size) { return block_cache::allocate(size); }
+    // Sized, with the size of the waiter itself, whose destructor is virtual.
+    static void operator delete(void* p, std::size_t size) noexcept {
+      block_cache::deallocate(p, size);
+    }
 
     /// Completes the wait on the waiter's executor, as `how` says. Called once, with the node
     /// unlinked.
