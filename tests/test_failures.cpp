@@ -214,6 +214,31 @@ TEST_CASE("an unobserved failure of a named task is reported when it is purged, 
   CHECK(reports == std::vector<report>{{"lost", "lost failed"}});
 }
 
+TEST_CASE("an exception handler called by a purge may use the App, and purge again",
+          "[failures][handler]") {
+  std::vector<report> reports;
+  std::vector<std::size_t> purged_inside;
+  App app{"purge-in-handler"};
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    co_await fail_unobserved(a, "first");
+    co_await fail_unobserved(a, "second");
+    a.config().exception_handler = [&](std::string_view name, std::exception_ptr e) {
+      reports.push_back({std::string(name), what_of(e)});
+      purged_inside.push_back(a.purge_tasks()); // both are already unregistered
+      CHECK(a.tasks().empty());
+    };
+    CHECK(a.purge_tasks() == 2);
+    const std::vector<report> both{{"first", "first failed"}, {"second", "second failed"}};
+    CHECK(std::is_permutation(reports.begin(), reports.end(), both.begin(), both.end()));
+    CHECK(purged_inside == std::vector<std::size_t>{0, 0});
+    // And the purges after it still release what they remove.
+    co_await fail_unobserved(a, "third");
+    CHECK(a.purge_tasks() == 1);
+    CHECK(reports.size() == 3);
+    CHECK(purged_inside == std::vector<std::size_t>{0, 0, 0});
+  });
+}
+
 TEST_CASE("an unobserved failure is reported when the last handle to it is dropped",
           "[failures][handler]") {
   std::vector<report> reports;

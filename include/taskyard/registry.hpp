@@ -56,15 +56,17 @@ public:
     const auto& state = task.state_;
     std::optional<Task<>> previous;
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = index_.find(state->name());
-    if (it != index_.end()) {
+    auto [it, inserted] =
+        index_.try_emplace(state->name(), state); // one probe, if the name is free
+    if (!inserted) {
       if (on_conflict == name_conflict::error && !it->second->finished())
         throw duplicate_task_name(state->name());
       previous = Task<>(std::move(it->second));
       order_.erase(*previous->state_);
+      // The key views the previous holder's name, which goes with it: the entry is made anew.
       index_.erase(it);
+      index_.emplace(state->name(), state);
     }
-    index_.emplace(state->name(), state);
     order_.push_back(*state);
     return previous;
   }
@@ -95,6 +97,7 @@ public:
       for (detail::task_state_base* s = order_.front(); s != nullptr;) {
         detail::task_state_base* next = order_type::next(*s);
         if (s->finished()) {
+          if (removed.capacity() == 0) removed.swap(spare_);
           auto it = index_.find(s->name());
           removed.push_back(std::move(it->second));
           order_.erase(*s);
@@ -103,7 +106,13 @@ public:
         s = next;
       }
     }
-    return removed.size();
+    const std::size_t count = removed.size();
+    removed.clear(); // may reenter purge(), through a failed task's report: spare_ is empty then
+    if (removed.capacity() != 0 && removed.capacity() <= max_spare) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (removed.capacity() > spare_.capacity()) spare_.swap(removed);
+    }
+    return count;
   }
 
   /// Every registered task, in registration order.
@@ -147,9 +156,15 @@ private:
       boost::unordered_flat_map<std::string_view, std::shared_ptr<detail::task_state_base>,
                                 boost::hash<std::string_view>>;
 
+  // What purge() removes is released after the lock, from a vector kept between purges: grown anew
+  // for each purge, it would make one large allocation after another, each of which makes glibc
+  // consolidate the small chunks the tasks just freed, so the next tasks split them again.
+  static constexpr std::size_t max_spare = 4096;
+
   mutable std::mutex mutex_;
   index_type index_;
-  order_type order_; // registration order
+  std::vector<std::shared_ptr<detail::task_state_base>> spare_; // empty, with capacity
+  order_type order_;                                            // registration order
 };
 
 } // namespace taskyard
