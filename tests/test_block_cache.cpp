@@ -232,3 +232,58 @@ TEST_CASE("an App's task states come from the cache of the thread that adds them
     ioc.run();
   }
 }
+
+namespace {
+
+/// An allocator that counts what it allocates: an allocator of the user's own.
+template <typename T>
+struct counting_allocator {
+  using value_type = T;
+  std::size_t* count;
+  explicit counting_allocator(std::size_t* c) noexcept : count(c) {}
+  template <typename U>
+  counting_allocator(const counting_allocator<U>& other) noexcept : count(other.count) {}
+  T* allocate(std::size_t n) {
+    ++*count;
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
+  template <typename U>
+  friend bool operator==(const counting_allocator& a, const counting_allocator<U>& b) noexcept {
+    return a.count == b.count;
+  }
+};
+
+} // namespace
+
+TEST_CASE("the operations a task's executor submits come from the cache, unless it was given "
+          "an allocator",
+          "[block_cache]") {
+  empty_cache guard;
+  asio::io_context ioc{1};
+  auto& gates = asio::use_service<taskyard::detail::gate_pool>(ioc);
+  const taskyard::detail::task_executor<asio::io_context::executor_type> ex(ioc.get_executor(),
+                                                                            gates.acquire());
+  int ran = 0;
+  ex.execute([&ran] { ++ran; });
+  ioc.poll(); // the operation's block is freed before its function runs: it is cached now
+  const std::size_t cached = block_cache::cached_bytes_this_thread();
+  REQUIRE(cached > 0);
+
+  ex.execute([&ran] { ++ran; });
+  CHECK(block_cache::cached_bytes_this_thread() < cached); // the next one takes it back
+  ioc.restart();
+  ioc.poll();
+  CHECK(ran == 2);
+  CHECK(block_cache::cached_bytes_this_thread() == cached);
+
+  std::size_t own = 0;
+  const auto with_own =
+      asio::require(ex, asio::execution::allocator(counting_allocator<void>(&own)));
+  with_own.execute([&ran] { ++ran; });
+  CHECK(own == 1); // the user's allocator, not the cache
+  CHECK(block_cache::cached_bytes_this_thread() == cached);
+  ioc.restart();
+  ioc.poll();
+  CHECK(ran == 3);
+}

@@ -18,6 +18,7 @@
 #ifndef TASKYARD_DETAIL_TASK_EXECUTOR_HPP
 #define TASKYARD_DETAIL_TASK_EXECUTOR_HPP
 
+#include <taskyard/detail/block_cache.hpp>
 #include <taskyard/detail/task_gate.hpp>
 
 #include <boost/asio/execution.hpp>
@@ -25,6 +26,7 @@
 #include <boost/asio/query.hpp>
 #include <boost/asio/require.hpp>
 
+#include <memory>
 #include <type_traits>
 #include <utility>
 
@@ -67,10 +69,11 @@ public:
   template <typename Function>
   void execute(Function&& f) const {
     gated<std::decay_t<Function>> g{gate_, std::forward<Function>(f)};
+    const auto inner = with_cached_operations(inner_);
     if (gate_.strand())
-      strand_service::execute(gate_.strand(), inner_, std::move(g));
+      strand_service::execute(gate_.strand(), inner, std::move(g));
     else
-      inner_.execute(std::move(g));
+      inner.execute(std::move(g));
   }
 
   /// True if the task runs on a strand of its own.
@@ -86,6 +89,23 @@ public:
 private:
   template <typename>
   friend class task_executor;
+
+  // The operation that carries a function to the io_context (or the strand) comes from the block
+  // cache (see block_cache.hpp), unless the executor was given an allocator of its own.
+  static auto with_cached_operations(const Inner& inner) {
+    if constexpr (boost::asio::can_query<const Inner&,
+                                         boost::asio::execution::allocator_t<void>>::value) {
+      using allocator =
+          std::decay_t<decltype(boost::asio::query(inner, boost::asio::execution::allocator))>;
+      if constexpr (std::is_same_v<allocator, std::allocator<void>>)
+        return boost::asio::require(inner,
+                                    boost::asio::execution::allocator(cached_allocator<void>()));
+      else
+        return inner;
+    } else {
+      return inner;
+    }
+  }
 
   template <typename Function>
   struct gated {
