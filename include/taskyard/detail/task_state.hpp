@@ -74,7 +74,7 @@ public:
   using executor_type = task_executor<io_executor_type>;
 
   /// A task of the io_context `io` runs on; its strand, if it needs one, comes with its switch.
-  task_state_base(std::string name, std::shared_ptr<task_owner> owner, io_executor_type io)
+  task_state_base(std::string&& name, std::shared_ptr<task_owner> owner, io_executor_type io)
       : name_(std::move(name)), owner_(std::move(owner)), io_executor_(std::move(io)) {}
 
   task_state_base(const task_state_base&) = delete;
