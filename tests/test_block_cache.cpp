@@ -3,10 +3,10 @@
 
 #include <catch2/catch.hpp>
 
-// The per-thread cache of freed blocks that task states, and the operations taskyard posts for
-// them, are allocated from: reuse by size, its bound, what it leaves to operator new, threads, and
-// that an App's tasks really use it. Under AddressSanitizer, the leak check at exit also shows that
-// each thread frees what it cached, and cached blocks must be poisoned.
+// The per-thread cache of freed blocks that task states, and the operations submitted to their
+// executors, are allocated from: reuse by size, its bound, what it leaves to operator new, threads,
+// and that an App's tasks really use it. Under AddressSanitizer, the leak check at exit also shows
+// that each thread frees what it cached, and cached blocks must be poisoned.
 
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -254,17 +254,12 @@ struct counting_allocator {
   }
 };
 
-} // namespace
-
-TEST_CASE("the operations a task's executor submits come from the cache, unless it was given "
-          "an allocator",
-          "[block_cache]") {
-  empty_cache guard;
-  asio::io_context ioc{1};
+/// Submits two functions through a task's executor on `ioc`, one after the other, and checks that
+/// the second one's operation reuses the first one's block.
+void check_operations_from_cache(asio::io_context& ioc, int& ran) {
   auto& gates = asio::use_service<taskyard::detail::gate_pool>(ioc);
   const taskyard::detail::task_executor<asio::io_context::executor_type> ex(ioc.get_executor(),
                                                                             gates.acquire());
-  int ran = 0;
   ex.execute([&ran] { ++ran; });
   ioc.poll(); // the operation's block is freed before its function runs: it is cached now
   const std::size_t cached = block_cache::cached_bytes_this_thread();
@@ -276,14 +271,36 @@ TEST_CASE("the operations a task's executor submits come from the cache, unless 
   ioc.poll();
   CHECK(ran == 2);
   CHECK(block_cache::cached_bytes_this_thread() == cached);
+}
 
-  std::size_t own = 0;
-  const auto with_own =
-      asio::require(ex, asio::execution::allocator(counting_allocator<void>(&own)));
-  with_own.execute([&ran] { ++ran; });
-  CHECK(own == 1); // the user's allocator, not the cache
-  CHECK(block_cache::cached_bytes_this_thread() == cached);
-  ioc.restart();
-  ioc.poll();
-  CHECK(ran == 3);
+} // namespace
+
+TEST_CASE("the operations a task's executor submits come from the cache, unless it was given "
+          "an allocator",
+          "[block_cache]") {
+  empty_cache guard;
+  int ran = 0;
+  SECTION("on an io_context made for one thread") {
+    asio::io_context ioc{1};
+    check_operations_from_cache(ioc, ran);
+
+    std::size_t own = 0;
+    auto& gates = asio::use_service<taskyard::detail::gate_pool>(ioc);
+    const taskyard::detail::task_executor<asio::io_context::executor_type> ex(ioc.get_executor(),
+                                                                              gates.acquire());
+    const std::size_t cached = block_cache::cached_bytes_this_thread();
+    const auto with_own =
+        asio::require(ex, asio::execution::allocator(counting_allocator<void>(&own)));
+    with_own.execute([&ran] { ++ran; });
+    CHECK(own == 1); // the user's allocator, not the cache
+    CHECK(block_cache::cached_bytes_this_thread() == cached);
+    ioc.restart();
+    ioc.poll();
+    CHECK(ran == 3);
+  }
+  SECTION("on a strand") {
+    asio::io_context ioc;
+    REQUIRE(asio::use_service<taskyard::detail::gate_pool>(ioc).strands());
+    check_operations_from_cache(ioc, ran);
+  }
 }

@@ -10,7 +10,9 @@
 // run, so the task's coroutine is never resumed again and its frames are destroyed as soon as the
 // operation it is suspended on completes (the App cancels that operation when it throws the
 // switch). Every property is forwarded to the io_context's executor, as asio::strand forwards to
-// its inner executor.
+// its inner executor; but the operations that carry the functions it is given come from the block
+// cache (see block_cache.hpp) while its allocator property still says std::allocator<void>, unless
+// it is given an allocator of its own.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -69,7 +71,7 @@ public:
   template <typename Function>
   void execute(Function&& f) const {
     gated<std::decay_t<Function>> g{gate_, std::forward<Function>(f)};
-    const auto inner = with_cached_operations(inner_);
+    const auto& inner = with_cached_operations(inner_);
     if (gate_.strand())
       strand_service::execute(gate_.strand(), inner, std::move(g));
     else
@@ -90,20 +92,25 @@ private:
   template <typename>
   friend class task_executor;
 
-  // The operation that carries a function to the io_context (or the strand) comes from the block
-  // cache (see block_cache.hpp), unless the executor was given an allocator of its own.
-  static auto with_cached_operations(const Inner& inner) {
-    if constexpr (boost::asio::can_query<const Inner&,
-                                         boost::asio::execution::allocator_t<void>>::value) {
-      using allocator =
-          std::decay_t<decltype(boost::asio::query(inner, boost::asio::execution::allocator))>;
+  // The operation that carries a function to the io_context (or to the strand) comes from the block
+  // cache (see block_cache.hpp), unless the executor was given an allocator of its own (one other
+  // than std::allocator<void>, which cannot be told apart from none). Submitted through an
+  // untracked copy: the operation counts as outstanding work itself, and copying a tracked executor
+  // would count it once more for nothing. Where the cache cannot be used, the executor itself.
+  static decltype(auto) with_cached_operations(const Inner& inner) {
+    namespace execution = boost::asio::execution;
+    using cached = execution::allocator_t<cached_allocator<void>>;
+    using untracked = execution::outstanding_work_t::untracked_t;
+    if constexpr (boost::asio::can_query<const Inner&, execution::allocator_t<void>>::value &&
+                  boost::asio::can_require<const Inner&, untracked, cached>::value) {
+      using allocator = std::decay_t<decltype(boost::asio::query(inner, execution::allocator))>;
       if constexpr (std::is_same_v<allocator, std::allocator<void>>)
-        return boost::asio::require(inner,
-                                    boost::asio::execution::allocator(cached_allocator<void>()));
+        return boost::asio::require(inner, execution::outstanding_work.untracked,
+                                    execution::allocator(cached_allocator<void>()));
       else
-        return inner;
+        return (inner);
     } else {
-      return inner;
+      return (inner);
     }
   }
 
