@@ -210,7 +210,12 @@ public:
   /// Removes every finished (succeeded, failed or cancelled) task from the registry and returns how
   /// many. A failure nobody observed is reported to the exception handler when its task is purged,
   /// unless a handle to it is still held (then when the last one goes). Thread-safe.
-  std::size_t purge_tasks() { return core_->registry.purge(); }
+  std::size_t purge_tasks() {
+    // The registry is the core's, and the exception handler, called as the purge releases a failed
+    // task, may destroy the App: the purge keeps the core alive until it returns.
+    const auto core = core_;
+    return core->registry.purge();
+  }
 
   /// A snapshot of the registered (named) tasks, in registration order (Sanic's app.tasks).
   /// Thread-safe.

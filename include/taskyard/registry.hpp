@@ -107,7 +107,9 @@ public:
       }
     }
     const std::size_t count = removed.size();
-    removed.clear(); // may reenter purge(), through a failed task's report: spare_ is empty then
+    // Releasing a failed task reports its failure, and the handler may purge again: that purge
+    // finds no spare buffer, or one that another thread has given back meanwhile.
+    removed.clear();
     if (removed.capacity() != 0 && removed.capacity() <= max_spare) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (removed.capacity() > spare_.capacity()) spare_.swap(removed);
@@ -158,7 +160,8 @@ private:
 
   // What purge() removes is released after the lock, from a vector kept between purges: grown anew
   // for each purge, it would make one large allocation after another, each of which makes glibc
-  // consolidate the small chunks the tasks just freed, so the next tasks split them again.
+  // consolidate the small chunks the tasks just freed, so the next tasks split them again. A purge
+  // that removes more than max_spare tasks grows a vector of its own, and keeps none.
   static constexpr std::size_t max_spare = 4096;
 
   mutable std::mutex mutex_;
