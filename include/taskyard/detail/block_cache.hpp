@@ -2,18 +2,20 @@
 // taskyard/detail/block_cache.hpp
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 //
-// Where a task's state, and the operations taskyard posts for it (its start, its cancellation), get
-// their memory: a cache of freed blocks on each thread, in front of operator new. A server adds and
-// finishes tasks in bursts; given back to malloc, each burst of frees coalesces chunks that the
-// next burst of adds splits again, and a task added from a thread that is not running the
-// io_context bypasses Asio's own recycling. The cache hands a freed block to the next block of the
-// same size instead, as Asio's recycling allocator does for its operations (whose cache holds two
-// blocks per kind and thread, too few for a burst).
+// Where a task's state, the operations submitted to its executor (its start, its cancellation, the
+// hops of its coroutine) and the waits on it get their memory: a cache of freed blocks on each
+// thread, in front of operator new. A server adds and finishes tasks in bursts; given back to
+// malloc, each burst of frees coalesces chunks that the next burst of adds splits again, and a task
+// added from a thread that is not running the io_context bypasses Asio's own recycling. The cache
+// hands a freed block to the next block of the same size instead, as Asio's recycling allocator
+// does for its operations (whose cache holds two blocks per kind and thread, too few for a burst).
 //
 // A thread caches at most TASKYARD_BLOCK_CACHE_BYTES (1 MiB unless defined otherwise; 0 turns the
 // cache off) and frees what it caches when it exits. Define the macro the same way in every
 // translation unit. A block freed on another thread than the one that allocated it goes to the
-// freeing thread's cache: every block comes from operator new, so any thread may free it.
+// freeing thread's cache: every block comes from operator new, so any thread may free it. Blocks may
+// so flow one way, from a thread that adds tasks to the threads that run them: the first then
+// allocates from operator new, and each of the others caches no more than the bound.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
