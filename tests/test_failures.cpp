@@ -218,11 +218,11 @@ TEST_CASE("an exception handler called by a purge may use the App, and purge aga
           "[failures][handler]") {
   std::vector<report> reports;
   std::vector<std::size_t> purged_inside;
+  std::size_t added = 0;
   App app{"purge-in-handler"};
   test::run_app(app, [&](App& a) -> asio::awaitable<void> {
     co_await fail_unobserved(a, "first");
     co_await fail_unobserved(a, "second");
-    std::size_t added = 0;
     a.config().exception_handler = [&](std::string_view name, std::exception_ptr e) {
       reports.push_back({std::string(name), what_of(e)});
       // The two failed tasks are unregistered already; a task cancelled before it could start is
