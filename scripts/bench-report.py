@@ -36,6 +36,11 @@ def medians(run):
     return out
 
 
+def ns_per_task(median, name):
+    b = median[name]
+    return b["cpu_time"] * NS[b["time_unit"]] / b["tasks_per_iter"]
+
+
 def rows_of(median):
     """The table's rows for one run: (workload, what, taskyard, baseline, unit, target ratio, target
     text, met or None to compare the ratio with the target ratio)."""
@@ -44,9 +49,8 @@ def rows_of(median):
     def have(*names):
         return all(n in median for n in names)
 
-    def ns_per_task(name):
-        b = median[name]
-        return b["cpu_time"] * NS[b["time_unit"]] / b["tasks_per_iter"]
+    def ns(name):
+        return ns_per_task(median, name)
 
     def counter(name, key):
         return median[name][key]
@@ -56,7 +60,7 @@ def rows_of(median):
 
     if have("BM_W1_taskyard", "BM_W1_co_spawn"):
         row("W1", "add_task unnamed, run to completion vs `co_spawn` detached",
-            ns_per_task("BM_W1_taskyard"), ns_per_task("BM_W1_co_spawn"), "ns/task", 1.15, "≤ 1.15×")
+            ns("BM_W1_taskyard"), ns("BM_W1_co_spawn"), "ns/task", 1.15, "≤ 1.15×")
         ours, theirs = counter("BM_W1_taskyard", "allocs_per_task"), counter("BM_W1_co_spawn", "allocs_per_task")
         row("W1", "allocations per add_task vs `co_spawn` detached", ours, theirs, "allocs/task",
             (theirs + 2) / theirs, "≤ co_spawn + 2", met=ours <= theirs + 2 + 0.05)
@@ -65,13 +69,13 @@ def rows_of(median):
         row("W1", "allocations per add_task vs `co_spawn` with a bound cancellation signal", ours, theirs,
             "allocs/task", (theirs + 2) / theirs, "≤ co_spawn + 2", met=ours <= theirs + 2 + 0.05)
         row("W1", "add_task unnamed vs `co_spawn` with a bound cancellation signal (information)",
-            ns_per_task("BM_W1_taskyard"), ns_per_task("BM_W1_co_spawn_signal"), "ns/task", None, "—")
+            ns("BM_W1_taskyard"), ns("BM_W1_co_spawn_signal"), "ns/task", None, "—")
     if have("BM_W1_taskyard_strand", "BM_W1_co_spawn"):
         row("W1", "the same with the App's own io_context (a strand per task) (information)",
-            ns_per_task("BM_W1_taskyard_strand"), ns_per_task("BM_W1_co_spawn"), "ns/task", None, "—")
+            ns("BM_W1_taskyard_strand"), ns("BM_W1_co_spawn"), "ns/task", None, "—")
     if have("BM_W2_taskyard", "BM_W2_registry"):
         row("W2", "add_task named + completion + purge vs hand-written registry",
-            ns_per_task("BM_W2_taskyard"), ns_per_task("BM_W2_registry"), "ns/task", 1.0, "≤ 1.0×")
+            ns("BM_W2_taskyard"), ns("BM_W2_registry"), "ns/task", 1.0, "≤ 1.0×")
     if have("BM_W3_taskyard", "BM_W3_co_spawn_signal"):
         ours, theirs = counter("BM_W3_taskyard", "live_bytes_per_task"), counter("BM_W3_co_spawn_signal", "live_bytes_per_task")
         row("W3", "heap held per suspended named task vs `co_spawn` + signal", ours, theirs,
@@ -82,25 +86,25 @@ def rows_of(median):
             counter("BM_W3_co_spawn_signal", "allocs_per_task"), "allocs/task", None, "—")
     if have("BM_W4_taskyard", "BM_W4_registry"):
         row("W4", "cancel_task of a suspended task (throwing wait) vs emitting its signal",
-            ns_per_task("BM_W4_taskyard"), ns_per_task("BM_W4_registry"), "ns/task", 1.2, "≤ 1.2×")
+            ns("BM_W4_taskyard"), ns("BM_W4_registry"), "ns/task", 1.2, "≤ 1.2×")
     if have("BM_W4nothrow_taskyard", "BM_W4nothrow_registry"):
         row("W4", "cancel_task of a suspended task (non-throwing wait) vs emitting its signal",
-            ns_per_task("BM_W4nothrow_taskyard"), ns_per_task("BM_W4nothrow_registry"), "ns/task", 1.2, "≤ 1.2×")
+            ns("BM_W4nothrow_taskyard"), ns("BM_W4nothrow_registry"), "ns/task", 1.2, "≤ 1.2×")
     if have("BM_W4_taskyard", "BM_W4_registry_waiting"):
         row("W4", "the same (throwing wait) vs emitting its signal, then waiting for the task's end, "
             "as cancel_task does (information)",
-            ns_per_task("BM_W4_taskyard"), ns_per_task("BM_W4_registry_waiting"), "ns/task", None, "—")
+            ns("BM_W4_taskyard"), ns("BM_W4_registry_waiting"), "ns/task", None, "—")
     if have("BM_W4nothrow_taskyard", "BM_W4nothrow_registry_waiting"):
         row("W4", "the same (non-throwing wait) vs emitting its signal, then waiting for the task's end, "
             "as cancel_task does (information)",
-            ns_per_task("BM_W4nothrow_taskyard"), ns_per_task("BM_W4nothrow_registry_waiting"), "ns/task",
+            ns("BM_W4nothrow_taskyard"), ns("BM_W4nothrow_registry_waiting"), "ns/task",
             None, "—")
     if have("BM_W5_taskyard", "BM_W5_flat_map"):
         row("W5", "get_task among 1,000,000 names vs `boost::unordered_flat_map` lookup",
-            ns_per_task("BM_W5_taskyard"), ns_per_task("BM_W5_flat_map"), "ns/lookup", 1.1, "≤ 1.1×")
+            ns("BM_W5_taskyard"), ns("BM_W5_flat_map"), "ns/lookup", 1.1, "≤ 1.1×")
     if have("BM_W6_taskyard", "BM_W6_registry"):
         row("W6", "steady state, 10,000 live named tasks: per add (information)",
-            ns_per_task("BM_W6_taskyard"), ns_per_task("BM_W6_registry"), "ns/add", None, "—")
+            ns("BM_W6_taskyard"), ns("BM_W6_registry"), "ns/add", None, "—")
         row("W6", "steady state: peak heap (information)", counter("BM_W6_taskyard", "peak_heap_mb"),
             counter("BM_W6_registry", "peak_heap_mb"), "MB", None, "—")
     return rows
@@ -146,7 +150,7 @@ for (w, what, ours, theirs, unit, ratio, lowest, highest, target, ttext, met) in
     mark = "—" if met is None else ("met" if met else "**missed**")
     lines.append(f"| {w} | {what} | {fmt(ours)} | {fmt(theirs)} | {unit} | {ratio:.2f}× "
                  f"| {lowest:.2f}–{highest:.2f}× | {ttext} | {mark} |")
-w2_runs = [r[i][2] for r in per_run for i, row in enumerate(r) if row[1].startswith("add_task named")]
+w2_runs = [ns_per_task(m, "BM_W2_taskyard") for m in map(medians, runs) if "BM_W2_taskyard" in m]
 if w2_runs:
     w2 = statistics.median(w2_runs)
     lines.append("")
