@@ -13,8 +13,8 @@
 // A thread caches at most TASKYARD_BLOCK_CACHE_BYTES (1 MiB unless defined otherwise; 0 turns the
 // cache off) and frees what it caches when it exits. Define the macro the same way in every
 // translation unit. A block freed on another thread than the one that allocated it goes to the
-// freeing thread's cache: every block comes from operator new, so any thread may free it. Blocks may
-// so flow one way, from a thread that adds tasks to the threads that run them: the first then
+// freeing thread's cache: every block comes from operator new, so any thread may free it. Blocks
+// may so flow one way, from a thread that adds tasks to the threads that run them: the first then
 // allocates from operator new, and each of the others caches no more than the bound.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
