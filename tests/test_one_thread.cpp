@@ -269,6 +269,49 @@ TEST_CASE("on an io_context made for one thread, a coroutine a task awaits may c
   CHECK(parent.cancelled());
 }
 
+TEST_CASE("on an io_context made for one thread, a cancellation that arrives after its task has "
+          "ended does not reach the task that has its switch next",
+          "[one_thread][cancel]") {
+  // A task's cancellation signal belongs to its switch, which the next task to start takes once
+  // the task has finished (see task_gate.hpp). Here the first task ends, and the second starts on
+  // its switch, between the first's cancel() and the emission that cancel() posted.
+  asio::io_context ioc{1};
+  auto& gates = asio::use_service<taskyard::detail::gate_pool>(ioc);
+  Task<> first;
+  Task<> second;
+  {
+    App app{"one-thread-switch-reuse", ioc};
+    asio::co_spawn(ioc, app.serve(), asio::detached);
+    ioc.poll(); // the lifecycle runs until it waits for stop()
+    asio::steady_timer release_first(ioc, asio::steady_timer::time_point::max());
+    first = app.add_task([&]() -> asio::awaitable<void> {
+      auto [ec] = co_await release_first.async_wait(asio::as_tuple(asio::use_awaitable));
+      (void)ec; // ends normally, whatever ended the wait
+    });
+    ioc.poll(); // the first task starts, and takes a switch
+    // Every other switch in use, so that the first's is the one the next task takes.
+    const std::size_t others = gates.free_count();
+    for (std::size_t i = 0; i < others; ++i) app.add_task(test::suspend_forever());
+    ioc.poll();
+    REQUIRE(gates.free_count() == 0);
+    const std::size_t pool_size = gates.size();
+
+    release_first.cancel();                         // queued: the first task's end
+    second = app.add_task(test::suspend_forever()); // queued: the second's start
+    CHECK(first.cancel());                          // queued: the first's cancellation
+    ioc.poll();
+    CHECK(first.done());
+    CHECK(gates.size() == pool_size); // the second took the switch the first gave back ...
+    CHECK(gates.free_count() == 0);
+    CHECK_FALSE(second.done()); // ... and the first's cancellation did not reach it
+
+    app.stop();
+    ioc.run();
+  }
+  CHECK(second.cancelled());
+  CHECK(test::live_frames == 0);
+}
+
 TEST_CASE("run on several threads is refused on an io_context made for one thread",
           "[one_thread]") {
   asio::io_context ioc{1};

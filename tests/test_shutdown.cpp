@@ -721,6 +721,7 @@ TEST_CASE(
   auto suspended = std::make_shared<task_state<void>>("suspended", nullptr, ioc.get_executor());
   for (const auto& state : {threw, returned, suspended})
     REQUIRE(state->begin_running(gates).valid());
+  const std::size_t free_switches = gates.free_count();
   threw->end(std::make_exception_ptr(std::runtime_error("failed as shutdown came")), false);
   returned->end(nullptr, false);
   for (const auto& state : {threw, returned, suspended}) state->abandon_gate();
@@ -738,7 +739,13 @@ TEST_CASE(
   CHECK(suspended->status() == task_status::cancelled);
   CHECK(suspended->forced());
 
-  // A completion that runs after all changes nothing.
+  // The switches of the tasks that had ended go back with their completions, not before: until
+  // then co_spawn may still use the cancellation signal that comes with a switch. The thrown one
+  // never goes back.
+  CHECK(gates.free_count() == free_switches);
+  // A completion that runs after all changes nothing else.
   CHECK(threw->settle(nullptr) == nullptr);
   CHECK(threw->status() == task_status::failed);
+  CHECK(returned->settle(nullptr) == nullptr);
+  CHECK(gates.free_count() == free_switches + 2);
 }

@@ -13,7 +13,9 @@
 // was for its own task.
 //
 // Each switch comes with a strand of its own, made with it and kept by it (none on an io_context
-// run by one thread, where the io_context serialises everything already). Two unfinished tasks
+// run by one thread, where the io_context serialises everything already), and with the task's
+// cancellation signal, so that the memory co_spawn takes for its cancellation handler goes from
+// one task to the next. Two unfinished tasks
 // never share a strand; a task may be given the strand of one that has finished (see gate_pool for
 // what that means for the work a task leaves behind).
 //
@@ -25,6 +27,7 @@
 
 #include <taskyard/detail/block_cache.hpp>
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/detail/concurrency_hint.hpp>
 #include <boost/asio/detail/strand_executor_service.hpp>
 #include <boost/asio/execution.hpp>
@@ -62,6 +65,11 @@ struct gate_slot {
   /// Made before the slot is first handed out, and never changed: null on an io_context run by one
   /// thread.
   strand_service::implementation_type strand;
+  /// The cancellation signal of the task holding the slot, to which co_spawn binds the task. The
+  /// handler co_spawn installs in it (with the cancellation state of the task's coroutines under
+  /// it) is two allocations that a signal in the task's state would make anew for every task; here
+  /// the next task's co_spawn replaces it in the same memory (see gate_pool::release).
+  boost::asio::cancellation_signal signal;
 };
 
 /// A task's switch, as every copy of its executor carries it: trivially copyable.
@@ -76,6 +84,19 @@ public:
   /// The strand its task runs on; null if the io_context is run by one thread.
   [[nodiscard]] const strand_service::implementation_type& strand() const noexcept {
     return slot_->strand;
+  }
+
+  /// The slot co_spawn binds the task's cancellation to.
+  [[nodiscard]] boost::asio::cancellation_slot cancellation_slot() const noexcept {
+    return slot_->signal.slot();
+  }
+
+  /// Emits a terminal cancellation to the task this reference was made for, unless it has handed
+  /// its switch back. Only where the task runs (its strand, or the io_context run by one thread),
+  /// where the switch is handed back too, so no other task can take it meanwhile.
+  void emit_terminal() const {
+    if ((slot_->word.load(std::memory_order_acquire) >> 1) == generation_)
+      slot_->signal.emit(boost::asio::cancellation_type::terminal);
   }
 
   /// True once the App has given up on the task this reference was made for. Never true of a
@@ -130,6 +151,10 @@ public:
         strands_(runs_on_one_thread(ioc) ? nullptr
                                          : &boost::asio::use_service<strand_service>(ioc)) {}
 
+  /// How many free switches keep the cancellation handler of the last task that held them (see
+  /// release). A kept handler is two blocks, about 120 bytes.
+  static constexpr std::size_t max_kept_handlers = 1024;
+
   /// True if tasks get a strand each, with their switch: unless one thread runs the io_context.
   [[nodiscard]] bool strands() const noexcept { return strands_ != nullptr; }
 
@@ -145,13 +170,18 @@ public:
     return {slot, slot->word.load(std::memory_order_relaxed) >> 1};
   }
 
-  /// Hands a finished task's switch back for another task, unless it was thrown.
+  /// Hands a finished task's switch back for another task, unless it was thrown (or handed back
+  /// already: a second call does nothing). The cancellation handler co_spawn installed in its
+  /// signal stays, for the next task's co_spawn to replace in the same memory, unless
+  /// max_kept_handlers free switches may hold theirs already: then it is freed. Called where
+  /// co_spawn never ran for the task, or is done with it.
   void release(const gate_ref& gate) {
     std::uint64_t expected = gate.held();
     if (!gate.slot_->word.compare_exchange_strong(expected, gate.held() + 2U,
                                                   std::memory_order_acq_rel))
       return; // thrown: copies of the task's executor must go on seeing it thrown
     std::lock_guard<std::mutex> lock(mutex_);
+    if (free_count_ >= max_kept_handlers) gate.slot_->signal.slot().clear();
     push_free(gate.slot_);
   }
 

@@ -113,6 +113,7 @@ public:
     if (status_ == task_status::pending) {
       // Never started: nothing to interrupt, it is cancelled here and now.
       set_status(task_status::cancelled);
+      release_gate_locked();
       complete_locked(lock);
       return true;
     }
@@ -166,6 +167,9 @@ public:
   /// task had already finished (given up on, or finished by abandon).
   [[nodiscard]] wait_list::node* settle(std::exception_ptr e) {
     std::unique_lock<std::mutex> lock(mutex_);
+    // The switch goes back here, where co_spawn is done with the cancellation signal that comes
+    // with it, even if the task was finished by abandon (a switch that was thrown stays thrown).
+    release_gate_locked();
     if (finished_locked()) return nullptr; // given up on already
     if (!ended_) {
       exception_ = std::move(e);
@@ -193,7 +197,8 @@ public:
   /// io_context is destroyed, for an operation that cannot be cancelled). Returns true if it gave
   /// up on the task; false if the task had finished, or if its coroutine had already ended (it
   /// raced with shutdown and won): such a task finishes here with the outcome it ended with, as
-  /// its completion, which finds it finished, would have.
+  /// its completion, which finds it finished, would have. Its completion still hands its switch
+  /// back: until then co_spawn's frames may use the cancellation signal that comes with it.
   bool abandon() {
     std::unique_lock<std::mutex> lock(mutex_);
     if (finished_locked()) return false; // its frames are gone already
@@ -206,6 +211,7 @@ public:
     cancel_requested_ = true;
     set_status(task_status::cancelled);
     forced_ = true;
+    release_gate_locked(); // a task that never started; a running task's switch is thrown
     complete_locked(lock);
     emit_cancellation(gate);
     return true;
@@ -271,7 +277,7 @@ public:
   }
 
   /// The slot co_spawn binds the task's cancellation to.
-  boost::asio::cancellation_slot cancellation_slot() noexcept { return signal_.slot(); }
+  boost::asio::cancellation_slot cancellation_slot() noexcept { return gate_.cancellation_slot(); }
 
   // Links in the owner's list of unfinished tasks, and in the registry's registration order; each
   // guarded by the owner's (respectively the registry's) mutex.
@@ -312,16 +318,21 @@ private:
     return gate_;
   }
 
-  // Called once the status says finished: hands the switch back (unless it was thrown), tells the
-  // owner (which may unregister the task), and only then wakes the waiters, so that a waiter sees
-  // the task gone from the registry under auto_purge.
+  // Hands the switch back, unless it was thrown, or handed back already. Only where co_spawn has
+  // not run for the task, or is done with it: the switch's cancellation signal holds co_spawn's
+  // cancellation handler, and the next task to take the switch replaces it.
+  void release_gate_locked() {
+    if (gates_ != nullptr) gates_->release(gate_);
+  }
+
+  // Called once the status says finished: tells the owner (which may unregister the task), and only
+  // then wakes the waiters, so that a waiter sees the task gone from the registry under auto_purge.
   void complete_locked(std::unique_lock<std::mutex>& lock) {
     wait_list::complete_detached(settle_locked(lock));
   }
 
   // complete_locked, except that the waiters are returned rather than woken.
   [[nodiscard]] wait_list::node* settle_locked(std::unique_lock<std::mutex>& lock) {
-    if (gates_ != nullptr) gates_->release(gate_);
     wait_list::node* woken = waiters_.detach_all();
     lock.unlock();
     if (owner_) owner_->task_finished(*this);
@@ -340,9 +351,8 @@ private:
   // co_spawn's own last co_await if it ended without suspending again, and throw it out of
   // io_context::run. Posted, it reaches them all where they are suspended.
   void emit_cancellation(const gate_ref& gate) {
-    post_to_task(gate, io_executor_, [self = shared_from_this()] {
-      self->signal_.emit(boost::asio::cancellation_type::terminal);
-    });
+    if (!gate.valid()) return; // never started: nothing to interrupt
+    post_to_task(gate, io_executor_, [gate] { gate.emit_terminal(); });
   }
 
   // Bits of flags_.
@@ -367,7 +377,6 @@ private:
   std::unique_ptr<std::string> cancel_message_;
   std::exception_ptr exception_;
   wait_list waiters_{mutex_};
-  boost::asio::cancellation_signal signal_;
 };
 
 template <typename T>
