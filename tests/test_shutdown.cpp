@@ -748,4 +748,6 @@ TEST_CASE(
   CHECK(threw->status() == task_status::failed);
   CHECK(returned->settle(nullptr) == nullptr);
   CHECK(gates.free_count() == free_switches + 2);
+  CHECK(suspended->settle(nullptr) == nullptr);
+  CHECK(gates.free_count() == free_switches + 2);
 }

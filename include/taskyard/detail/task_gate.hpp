@@ -66,9 +66,11 @@ struct gate_slot {
   /// thread.
   strand_service::implementation_type strand;
   /// The cancellation signal of the task holding the slot, to which co_spawn binds the task. The
-  /// handler co_spawn installs in it (with the cancellation state of the task's coroutines under
-  /// it) is two allocations that a signal in the task's state would make anew for every task; here
-  /// the next task's co_spawn replaces it in the same memory (see gate_pool::release).
+  /// handler co_spawn installs in it, and the cancellation state of the task's coroutines under
+  /// that, are two allocations that a signal in the task's state would make anew for every task.
+  /// Here the handler stays when the task finishes, and the next task's co_spawn replaces it in the
+  /// same memory; the cancellation state freed with the old handler is the block Asio's cache of
+  /// the thread hands to the new one (co_spawn runs on a thread that runs the io_context).
   boost::asio::cancellation_signal signal;
 };
 
@@ -92,8 +94,9 @@ public:
   }
 
   /// Emits a terminal cancellation to the task this reference was made for, unless it has handed
-  /// its switch back. Only where the task runs (its strand, or the io_context run by one thread),
-  /// where the switch is handed back too, so no other task can take it meanwhile.
+  /// its switch back. Only where the task runs (its strand, or the io_context run by one thread):
+  /// a task that has started hands its switch back there, and the next task to take the switch
+  /// starts there, so none can take it between the check and the emission.
   void emit_terminal() const {
     if ((slot_->word.load(std::memory_order_acquire) >> 1) == generation_)
       slot_->signal.emit(boost::asio::cancellation_type::terminal);
@@ -137,7 +140,12 @@ private:
 /// strand, so a later task given that strand meanwhile starts once the waiter suspends. A switch
 /// that was thrown is never handed out again, since the executor
 /// copies of a task given up on must go on seeing it thrown: it stays, with its strand (about 150
-/// bytes), until the io_context is destroyed.
+/// bytes) and its cancellation handler, until the io_context is destroyed.
+///
+/// The pool never shrinks: it holds as many switches as tasks have ever been running at once (in
+/// slabs of 256), and a free switch keeps the cancellation handler of the last task that held it
+/// (about 120 bytes) for the next one, since a bound on them would leave the switches that come
+/// out first after a burst without one.
 ///
 /// Thread safety: acquire and release may be called from any thread.
 class gate_pool final : public boost::asio::execution_context::service {
@@ -150,10 +158,6 @@ public:
       : service(ioc),
         strands_(runs_on_one_thread(ioc) ? nullptr
                                          : &boost::asio::use_service<strand_service>(ioc)) {}
-
-  /// How many free switches keep the cancellation handler of the last task that held them (see
-  /// release). A kept handler is two blocks, about 120 bytes.
-  static constexpr std::size_t max_kept_handlers = 1024;
 
   /// True if tasks get a strand each, with their switch: unless one thread runs the io_context.
   [[nodiscard]] bool strands() const noexcept { return strands_ != nullptr; }
@@ -172,8 +176,7 @@ public:
 
   /// Hands a finished task's switch back for another task, unless it was thrown (or handed back
   /// already: a second call does nothing). The cancellation handler co_spawn installed in its
-  /// signal stays, for the next task's co_spawn to replace in the same memory, unless
-  /// max_kept_handlers free switches may hold theirs already: then it is freed. Called where
+  /// signal stays, for the next task's co_spawn to replace in the same memory. Called where
   /// co_spawn never ran for the task, or is done with it.
   void release(const gate_ref& gate) {
     std::uint64_t expected = gate.held();
@@ -181,7 +184,6 @@ public:
                                                   std::memory_order_acq_rel))
       return; // thrown: copies of the task's executor must go on seeing it thrown
     std::lock_guard<std::mutex> lock(mutex_);
-    if (free_count_ >= max_kept_handlers) gate.slot_->signal.slot().clear();
     push_free(gate.slot_);
   }
 

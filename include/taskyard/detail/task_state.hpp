@@ -2,7 +2,7 @@
 // taskyard/detail/task_state.hpp
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 //
-// The one object behind a task: name, status, outcome, cancellation signal and waiters. Task<T>
+// The one object behind a task: name, status, outcome, switch and waiters. Task<T>
 // handles, the registry and the running coroutine share it; the coroutine frame is owned by the
 // operation the task is suspended on, never by the state.
 //
@@ -351,7 +351,7 @@ private:
   // co_spawn's own last co_await if it ended without suspending again, and throw it out of
   // io_context::run. Posted, it reaches them all where they are suspended.
   void emit_cancellation(const gate_ref& gate) {
-    if (!gate.valid()) return; // never started: nothing to interrupt
+    if (!gate.valid()) return; // no switch: it never started, nothing to interrupt
     post_to_task(gate, io_executor_, [gate] { gate.emit_terminal(); });
   }
 
