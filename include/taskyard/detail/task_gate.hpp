@@ -15,9 +15,9 @@
 // Each switch comes with a strand of its own, made with it and kept by it (none on an io_context
 // run by one thread, where the io_context serialises everything already), and with the task's
 // cancellation signal, so that the memory co_spawn takes for its cancellation handler goes from
-// one task to the next. Two unfinished tasks
-// never share a strand; a task may be given the strand of one that has finished (see gate_pool for
-// what that means for the work a task leaves behind).
+// one task to the next (see gate_slot::signal). Two unfinished tasks never share a strand; a task
+// may be given the strand of one that has finished (see gate_pool for what that means for the work
+// a task leaves behind).
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //

@@ -343,7 +343,7 @@ private:
   // io_context's executor, which one thread runs), which is its executor without the switch, so
   // cancellation still reaches a task that has been given up on. Called for an unfinished task
   // only; if it finishes in the meantime and its switch goes to another task, the strand that comes
-  // with the switch is still the one it ran on.
+  // with the switch is still the one it ran on, and emit_terminal sees another generation: dropped.
   //
   // Always posted, never emitted in place, even from the task's own thread: a terminal
   // cancellation also reaches the coroutines the task has co_spawn'd and awaits, and one of them
