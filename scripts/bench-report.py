@@ -110,7 +110,8 @@ def rows_of(median):
     return rows
 
 
-per_run = [rows_of(medians(run)) for run in runs]
+run_medians = [medians(run) for run in runs]
+per_run = [rows_of(m) for m in run_medians]
 if any(len(r) != len(per_run[0]) for r in per_run):
     sys.exit("bench-report: the runs do not hold the same benchmarks")
 
@@ -150,7 +151,7 @@ for (w, what, ours, theirs, unit, ratio, lowest, highest, target, ttext, met) in
     mark = "—" if met is None else ("met" if met else "**missed**")
     lines.append(f"| {w} | {what} | {fmt(ours)} | {fmt(theirs)} | {unit} | {ratio:.2f}× "
                  f"| {lowest:.2f}–{highest:.2f}× | {ttext} | {mark} |")
-w2_runs = [ns_per_task(m, "BM_W2_taskyard") for m in map(medians, runs) if "BM_W2_taskyard" in m]
+w2_runs = [ns_per_task(m, "BM_W2_taskyard") for m in run_medians if "BM_W2_taskyard" in m]
 if w2_runs:
     w2 = statistics.median(w2_runs)
     lines.append("")
