@@ -11,6 +11,7 @@
 #ifndef TASKYARD_EVENTS_HPP
 #define TASKYARD_EVENTS_HPP
 
+#include <taskyard/detail/small_mutex.hpp>
 #include <taskyard/detail/wait_list.hpp>
 #include <taskyard/errors.hpp>
 
@@ -80,11 +81,11 @@ public:
     event_hub* self = this; // not [this]: see detail::app_core::async_wait_change
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [self, name = std::move(name)](auto handler) {
-          std::lock_guard<std::mutex> lock(self->mutex_);
+          std::lock_guard<detail::small_mutex> lock(self->mutex_);
           if (self->closed_) return; // the hub is going: the handler is destroyed, unrun
           auto& waiters = self->waiters_[name];
-          if (!waiters) waiters = std::make_unique<detail::wait_list>(self->mutex_);
-          waiters->push(std::move(handler), self->fallback_);
+          if (!waiters) waiters = std::make_unique<detail::wait_list>();
+          waiters->push(std::move(handler), self->fallback_, self->mutex_);
         },
         token);
   }
@@ -97,7 +98,7 @@ public:
     std::size_t count = 0;
     std::unique_ptr<detail::wait_list> emptied; // destroyed after the lock
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<detail::small_mutex> lock(mutex_);
       auto it = waiters_.find(name);
       if (it == waiters_.end()) return 0;
       count = it->second->size();
@@ -111,7 +112,7 @@ public:
 
   /// How many coroutines wait on `name` now.
   [[nodiscard]] std::size_t waiting(std::string_view name) const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<detail::small_mutex> lock(mutex_);
     auto it = waiters_.find(name);
     return it == waiters_.end() ? 0 : it->second->size();
   }
@@ -119,7 +120,7 @@ public:
   /// Forgets `name` if nobody waits on it any more (after a wait was cancelled or timed out).
   void prune(std::string_view name) {
     std::unique_ptr<detail::wait_list> emptied; // destroyed after the lock
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<detail::small_mutex> lock(mutex_);
     auto it = waiters_.find(name);
     if (it == waiters_.end() || !it->second->empty()) return;
     emptied = std::move(it->second);
@@ -129,7 +130,7 @@ public:
   /// Destroys every pending wait, unrun, and refuses new ones: for the owner's teardown, when the
   /// coroutines waiting must never resume.
   void close() noexcept {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<detail::small_mutex> lock(mutex_);
     closed_ = true;
     for (auto& entry : waiters_) entry.second->destroy_all();
     waiters_.clear();
@@ -137,7 +138,7 @@ public:
 
 private:
   boost::asio::any_io_executor fallback_;
-  mutable std::mutex mutex_;
+  mutable detail::small_mutex mutex_;
   bool closed_ = false;
   std::map<std::string, std::unique_ptr<detail::wait_list>, std::less<>> waiters_;
 };

@@ -18,6 +18,7 @@
 
 #include <taskyard/config.hpp>
 #include <taskyard/detail/intrusive_list.hpp>
+#include <taskyard/detail/small_mutex.hpp>
 #include <taskyard/detail/task_state.hpp>
 #include <taskyard/detail/wait_list.hpp>
 #include <taskyard/errors.hpp>
@@ -200,7 +201,7 @@ public:
     std::optional<Task<>> previous;
     bool start_now = false;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<small_mutex> lock(mutex_);
       if (phase_ >= app_phase::draining) throw app_stopped(name);
       if (!state->name().empty()) previous = registry.insert(Task<>(state), on_conflict);
       live_.push_back(*state);
@@ -220,7 +221,7 @@ public:
 
   /// created -> running; throws app_running if the App has already been started.
   void begin() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     if (phase_ != app_phase::created) throw app_running(name);
     phase_ = app_phase::running;
   }
@@ -229,31 +230,31 @@ public:
   void start_deferred() {
     std::vector<std::unique_ptr<deferred_start>> todo;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<small_mutex> lock(mutex_);
       todo.swap(deferred_);
     }
     for (auto& d : todo) d->start();
   }
 
   void request_stop() {
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::unique_lock<small_mutex> lock(mutex_);
     stop_requested_ = true;
     if (!stop_waiters_.empty()) stop_waiters_.complete_all(lock);
     notify_changes(lock);
   }
 
   void set_phase_at_least(app_phase p) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     if (phase_ < p) phase_ = p;
   }
 
   /// Strong references to every unfinished task, in the order they were added.
   [[nodiscard]] std::vector<std::shared_ptr<task_state_base>> live_tasks() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     std::vector<std::shared_ptr<task_state_base>> out;
     out.reserve(live_.size());
     for (task_state_base* s = live_.front(); s != nullptr; s = live_list::next(*s))
-      out.push_back(std::static_pointer_cast<task_state_base>(s->shared_from_this()));
+      out.push_back(s->live_self); // the list's own reference: every task in it has one
     return out;
   }
 
@@ -261,7 +262,7 @@ public:
   /// Returns true if it gave up on it; false if the task finished first, if only just.
   bool abandon(task_state_base& task) {
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<small_mutex> lock(mutex_);
       if (task.abandon_gate()) ++abandoned_frames_;
     }
     return task.abandon();
@@ -270,7 +271,7 @@ public:
   /// Destroys the tasks deferred until a start that will now never come.
   void drop_deferred() {
     std::vector<std::unique_ptr<deferred_start>> dropped;
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     dropped.swap(deferred_);
   }
 
@@ -291,12 +292,12 @@ public:
 
   /// True once the App is being destroyed.
   [[nodiscard]] bool closed() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     return closed_;
   }
 
   [[nodiscard]] bool stop_requested() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     return stop_requested_;
   }
   [[nodiscard]] bool stop_requested_locked() const noexcept { return stop_requested_; }
@@ -316,7 +317,7 @@ public:
   /// those coroutines belong to the App that is going away.
   void close() noexcept {
     events.close();
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     phase_ = app_phase::stopped;
     closed_ = true;
     changes_.destroy_all();
@@ -332,8 +333,8 @@ public:
   // task_owner
   void task_finished(task_state_base& task) noexcept override {
     std::shared_ptr<task_state_base> keep; // released after the lock
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (live_list::linked(task)) {
+    std::unique_lock<small_mutex> lock(mutex_);
+    if (live_.contains(task)) {
       live_.erase(task);
       keep = std::move(task.live_self);
     }
@@ -348,7 +349,7 @@ public:
   }
 
   void abandoned_frame_destroyed() noexcept override {
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::unique_lock<small_mutex> lock(mutex_);
     if (abandoned_frames_ > 0) --abandoned_frames_;
     notify_changes(lock);
   }
@@ -389,11 +390,11 @@ private:
     app_core* self = this;
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [self, pred, on](auto handler) {
-          std::unique_lock<std::mutex> lock(self->mutex_);
+          std::unique_lock<small_mutex> lock(self->mutex_);
           if (self->closed_) return; // the handler, and the coroutine it resumes, are destroyed
           if (!pred()) {
             auto& list = on == wake_on::stop ? self->stop_waiters_ : self->changes_;
-            list.push(std::move(handler), self->ioc.get_executor());
+            list.push(std::move(handler), self->ioc.get_executor(), self->mutex_);
             return;
           }
           lock.unlock();
@@ -407,25 +408,25 @@ private:
 
   template <typename Pred>
   bool check(Pred& pred) const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     return pred();
   }
 
-  void notify_changes(std::unique_lock<std::mutex>& lock) {
+  void notify_changes(std::unique_lock<small_mutex>& lock) {
     if (!changes_.empty()) changes_.complete_all(lock);
   }
 
   using live_list = intrusive_list<task_state_base, &task_state_base::live_links>;
 
-  mutable std::mutex mutex_;
+  mutable small_mutex mutex_;
   app_phase phase_ = app_phase::created;
   bool stop_requested_ = false;
   bool closed_ = false;
   live_list live_; // every task added and not yet finished, in the order added
   std::size_t abandoned_frames_ = 0;
   std::vector<std::unique_ptr<deferred_start>> deferred_;
-  wait_list changes_{mutex_};      // wait_until(..., wake_on::change)
-  wait_list stop_waiters_{mutex_}; // wait_until(..., wake_on::stop)
+  wait_list changes_;      // wait_until(..., wake_on::change)
+  wait_list stop_waiters_; // wait_until(..., wake_on::stop)
 };
 
 } // namespace taskyard::detail

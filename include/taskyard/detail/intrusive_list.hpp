@@ -21,7 +21,6 @@ template <typename Node>
 struct list_links {
   Node* prev = nullptr;
   Node* next = nullptr;
-  bool linked = false;
 };
 
 template <typename Node, list_links<Node> Node::*Links>
@@ -35,13 +34,15 @@ public:
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] Node* front() const noexcept { return head_; }
   [[nodiscard]] static Node* next(const Node& n) noexcept { return (n.*Links).next; }
-  [[nodiscard]] static bool linked(const Node& n) noexcept { return (n.*Links).linked; }
+  /// True if `n` is in this list. `n` must be in no other list of the same links.
+  [[nodiscard]] bool contains(const Node& n) const noexcept {
+    return (n.*Links).prev != nullptr || head_ == &n;
+  }
 
   void push_back(Node& n) noexcept {
     auto& links = n.*Links;
     links.prev = tail_;
     links.next = nullptr;
-    links.linked = true;
     if (tail_ != nullptr)
       (tail_->*Links).next = &n;
     else
@@ -64,11 +65,11 @@ public:
     --size_;
   }
 
-  /// Empties the list and returns its first node: the nodes stay chained by `next` (walk them with
-  /// next()) but are no longer linked().
+  /// Empties the list and returns its first node. The nodes keep their links, so that the caller
+  /// can walk them with next(): it must reset each node's links before linking it again, or
+  /// asking any list whether it contains it.
   [[nodiscard]] Node* release_all() noexcept {
     Node* first = head_;
-    for (Node* n = first; n != nullptr; n = next(*n)) (n->*Links).linked = false;
     head_ = tail_ = nullptr;
     size_ = 0;
     return first;

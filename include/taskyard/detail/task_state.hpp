@@ -13,6 +13,7 @@
 #define TASKYARD_DETAIL_TASK_STATE_HPP
 
 #include <taskyard/detail/intrusive_list.hpp>
+#include <taskyard/detail/small_mutex.hpp>
 #include <taskyard/detail/task_executor.hpp>
 #include <taskyard/detail/wait_list.hpp>
 #include <taskyard/errors.hpp>
@@ -66,7 +67,7 @@ inline std::string display_name(const std::string& name) {
   return name.empty() ? std::string("<unnamed>") : "'" + name + "'";
 }
 
-class task_state_base : public std::enable_shared_from_this<task_state_base> {
+class task_state_base {
 public:
   using io_executor_type = boost::asio::io_context::executor_type;
   /// A task's executor: the io_context's executor, with the task's switch and strand (see
@@ -99,14 +100,14 @@ public:
   [[nodiscard]] bool finished() const noexcept { return finished_locked(); }
 
   [[nodiscard]] std::string cancel_message() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     return cancel_message_ ? *cancel_message_ : std::string();
   }
 
   /// Requests cancellation; see Task::cancel. Returns false if the task had already finished, or
   /// its coroutine had already ended (its outcome is settled even if done() is not yet true).
   bool request_cancel(std::string message) {
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::unique_lock<small_mutex> lock(mutex_);
     if (finished_locked() || ended_) return false;
     cancel_requested_ = true;
     set_cancel_message(std::move(message));
@@ -127,7 +128,7 @@ public:
   /// the switch goes back to `gates` when the task finishes. Returns it, or no switch (an invalid
   /// one) if the task was cancelled, or given up on, before it could start.
   gate_ref take_gate(gate_pool& gates) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     return take_gate_locked(gates);
   }
 
@@ -135,7 +136,7 @@ public:
   /// none yet. Returns no switch if it was cancelled, or given up on, before it could start.
   /// Called where the task runs.
   gate_ref begin_running(gate_pool& gates) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     const gate_ref gate = take_gate_locked(gates);
     if (!gate.valid()) return gate;
     set_status(task_status::running);
@@ -148,7 +149,7 @@ public:
   /// nothing, where finding out from the exception_ptr would rethrow it). Settles the outcome: a
   /// cancellation requested from now on comes too late to change it.
   void end(std::exception_ptr e, bool aborted) noexcept {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     exception_ = std::move(e);
     ended_aborted_ = aborted;
     ended_ = true;
@@ -166,7 +167,7 @@ public:
   /// on its strand, once its coroutine frames are gone. Null if there are no waiters, or if the
   /// task had already finished (given up on, or finished by abandon).
   [[nodiscard]] wait_list::node* settle(std::exception_ptr e) {
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::unique_lock<small_mutex> lock(mutex_);
     // The switch goes back here, where co_spawn is done with the cancellation signal that comes
     // with it, even if the task was finished by abandon (a switch that was thrown stays thrown).
     release_gate_locked();
@@ -183,7 +184,7 @@ public:
   /// task_executor), and a task that has not started never will. Returns true if its coroutine
   /// frame still exists. Called while the io_context, and so the switch, exists.
   bool abandon_gate() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     const unsigned before = flags_.fetch_or(abandoned, std::memory_order_acq_rel);
     // A task that has not started has no executor to stop yet (and never will: begin_running
     // refuses it now), so its switch goes back to the pool as it is cancelled; nor has a task whose
@@ -200,7 +201,7 @@ public:
   /// its completion, which finds it finished, would have. Its completion still hands its switch
   /// back: until then co_spawn's frames may use the cancellation signal that comes with it.
   bool abandon() {
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::unique_lock<small_mutex> lock(mutex_);
     if (finished_locked()) return false; // its frames are gone already
     if (ended_) {
       set_outcome_locked();
@@ -224,13 +225,13 @@ public:
   }
 
   [[nodiscard]] bool forced() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     return forced_;
   }
 
   /// The failure of a finished task (null if it succeeded or was cancelled); marks it observed.
   [[nodiscard]] std::exception_ptr take_failure() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     if (status_ != task_status::failed) return nullptr;
     observed_ = true;
     return exception_;
@@ -239,7 +240,7 @@ public:
   /// Throws what waiting for a finished task must throw: its failure, or operation_aborted if it
   /// was cancelled. Marks the failure observed.
   void rethrow_outcome() const {
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::unique_lock<small_mutex> lock(mutex_);
     if (!finished_locked()) throw task_not_finished(name_);
     if (status_ == task_status::failed) {
       observed_ = true;
@@ -262,9 +263,9 @@ public:
     task_state_base* self = this; // not [this]: see app_core::async_wait_change
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
         [self](auto handler) {
-          std::unique_lock<std::mutex> lock(self->mutex_);
+          std::unique_lock<small_mutex> lock(self->mutex_);
           if (!self->finished_locked()) {
-            self->waiters_.push(std::move(handler), self->io_executor_);
+            self->waiters_.push(std::move(handler), self->io_executor_, self->mutex_);
             return;
           }
           lock.unlock();
@@ -327,12 +328,12 @@ private:
 
   // Called once the status says finished: tells the owner (which may unregister the task), and only
   // then wakes the waiters, so that a waiter sees the task gone from the registry under auto_purge.
-  void complete_locked(std::unique_lock<std::mutex>& lock) {
+  void complete_locked(std::unique_lock<small_mutex>& lock) {
     wait_list::complete_detached(settle_locked(lock));
   }
 
   // complete_locked, except that the waiters are returned rather than woken.
-  [[nodiscard]] wait_list::node* settle_locked(std::unique_lock<std::mutex>& lock) {
+  [[nodiscard]] wait_list::node* settle_locked(std::unique_lock<small_mutex>& lock) {
     wait_list::node* woken = waiters_.detach_all();
     lock.unlock();
     if (owner_) owner_->task_finished(*this);
@@ -359,24 +360,25 @@ private:
   static constexpr unsigned abandoned = 1;   // given up on: its switch is thrown
   static constexpr unsigned frame_alive = 2; // its coroutine frame exists
 
+  // A million tasks may be registered at once: the members are ordered so as to leave no padding.
   const std::string name_;
   std::shared_ptr<task_owner> owner_;
   const io_executor_type io_executor_; // waiters' fallback, and under the task's executor
-  mutable std::mutex mutex_;
-  std::atomic<task_status> status_{task_status::pending}; // written under mutex_
+  mutable small_mutex mutex_;
   std::atomic<unsigned> flags_{0};
-  gate_ref gate_;              // from take_gate on
-  gate_pool* gates_ = nullptr; // ... which gave it
+  std::atomic<task_status> status_{task_status::pending}; // written under mutex_
   bool cancel_requested_ = false;
   bool ended_ = false;              // the coroutine has returned or thrown
   bool ended_after_cancel_ = false; // ... after its cancellation was requested
   bool ended_aborted_ = false;      // ... by operation_aborted
   bool forced_ = false;
   mutable bool observed_ = false;
+  gate_ref gate_;              // from take_gate on
+  gate_pool* gates_ = nullptr; // ... which gave it
   // Only if one was given: most cancellations have none.
   std::unique_ptr<std::string> cancel_message_;
   std::exception_ptr exception_;
-  wait_list waiters_{mutex_};
+  wait_list waiters_;
 };
 
 template <typename T>

@@ -20,6 +20,7 @@
 
 #include <taskyard/detail/block_cache.hpp>
 #include <taskyard/detail/intrusive_list.hpp>
+#include <taskyard/detail/small_mutex.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -77,11 +78,11 @@ public:
   protected:
     friend class wait_list;
     list_links<node> links_;
+    bool linked_ = false; // in a list: read by a cancellation handler, which may find it gone
   };
 
-  /// `mutex` guards the list; it must outlive the list and every wait pushed on it (a wait's
-  /// cancellation handler may run after the list has gone, until its completion has run).
-  explicit wait_list(std::mutex& mutex) noexcept : mutex_(mutex) {}
+  /// The list is guarded by its owner's mutex, which every wait pushed on it keeps a pointer to.
+  wait_list() = default;
   wait_list(const wait_list&) = delete;
   wait_list& operator=(const wait_list&) = delete;
   ~wait_list() { destroy_all(); }
@@ -92,18 +93,25 @@ public:
   /// How many waits are pending. Requires the mutex.
   [[nodiscard]] std::size_t size() const noexcept { return nodes_.size(); }
 
-  /// Enqueues a wait for `handler`. Requires the mutex; the handler is completed later by
-  /// complete_all (success) or by its cancellation slot (operation_aborted).
+  /// Enqueues a wait for `handler`. Requires `mutex`, the mutex that guards the list, held; it
+  /// must outlive the list and the wait (whose cancellation handler may run after the list has
+  /// gone, until its completion has run). The handler is completed later by complete_all
+  /// (success) or by its cancellation slot (operation_aborted).
   template <typename Handler, typename DefaultExecutor>
-  void push(Handler&& handler, const DefaultExecutor& fallback) {
+  void push(Handler&& handler, const DefaultExecutor& fallback, small_mutex& mutex) {
     auto* w = new waiter<std::decay_t<Handler>, DefaultExecutor>(
-        *this, std::forward<Handler>(handler), fallback);
+        *this, mutex, std::forward<Handler>(handler), fallback);
     nodes_.push_back(*w);
+    w->linked_ = true;
     w->arm_cancellation();
   }
 
   /// Unlinks every pending wait, to be completed later by complete_detached. Requires the mutex.
-  [[nodiscard]] node* detach_all() noexcept { return nodes_.release_all(); }
+  [[nodiscard]] node* detach_all() noexcept {
+    node* first = nodes_.release_all();
+    for (node* n = first; n != nullptr; n = list_type::next(*n)) n->linked_ = false;
+    return first;
+  }
 
   /// Completes, with success, waits returned by detach_all. Call it with no lock held.
   /// wake::in_place applies to a lone waiter only: of several, the first to resume in place would
@@ -113,8 +121,8 @@ public:
     if (first != nullptr && list_type::next(*first) != nullptr) how = wake::post;
     while (first != nullptr) {
       node* next = list_type::next(*first);
-      // The links are not touched here: detach_all unlinked the node under the mutex, and a
-      // cancellation handler running on another thread reads them under that mutex.
+      // The node is not touched here: detach_all unlinked it under the mutex, and a cancellation
+      // handler running on another thread reads its flag under that mutex.
       first->complete({}, how);
       first = next;
     }
@@ -122,7 +130,7 @@ public:
 
   /// Completes every pending wait with success. Requires the mutex to be held by `lock`, which is
   /// released while the completions are posted.
-  void complete_all(std::unique_lock<std::mutex>& lock) {
+  void complete_all(std::unique_lock<small_mutex>& lock) {
     node* first = detach_all();
     lock.unlock();
     complete_detached(first);
@@ -146,8 +154,8 @@ private:
   public:
     using executor_type = boost::asio::associated_executor_t<Handler, DefaultExecutor>;
 
-    waiter(wait_list& list, Handler&& h, const DefaultExecutor& fallback)
-        : list_(&list), mutex_(&list.mutex_), handler_(std::move(h)),
+    waiter(wait_list& list, small_mutex& mutex, Handler&& h, const DefaultExecutor& fallback)
+        : list_(&list), mutex_(&mutex), handler_(std::move(h)),
           work_(boost::asio::get_associated_executor(handler_, fallback)),
           slot_(boost::asio::get_associated_cancellation_slot(handler_)) {}
 
@@ -195,16 +203,17 @@ private:
         {
           // The mutex outlives the list (an event's list goes once it is dispatched), and the list
           // is alive for as long as the node is linked in it.
-          std::lock_guard<std::mutex> guard(*self->mutex_);
-          if (!list_type::linked(*self)) return; // already being completed
+          std::lock_guard<small_mutex> guard(*self->mutex_);
+          if (!self->linked_) return; // already being completed
           self->list_->nodes_.erase(*self);
+          self->linked_ = false;
         }
         self->complete(boost::asio::error::operation_aborted, wake::post);
       }
     };
 
     wait_list* list_;
-    std::mutex* mutex_;
+    small_mutex* mutex_;
     Handler handler_;
     boost::asio::executor_work_guard<executor_type> work_;
     boost::asio::cancellation_slot slot_;
@@ -222,7 +231,6 @@ private:
     ~depth_guard() { --in_place_depth; }
   };
 
-  std::mutex& mutex_;
   list_type nodes_;
 };
 
