@@ -24,14 +24,19 @@
 #include <taskyard/run.hpp>
 #include <taskyard/task.hpp>
 
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -204,7 +209,10 @@ public:
   /// Cancelling the caller abandons the wait (it sees operation_aborted); the task stays cancelled.
   boost::asio::awaitable<bool> cancel_task(std::string name, std::string message = {},
                                            missing_task on_missing = missing_task::raise) {
-    return cancel_task_in(core_, std::move(name), std::move(message), on_missing);
+    return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
+                                       void(std::exception_ptr, bool)>(
+        cancel_task_initiation{core_, std::move(name), std::move(message), on_missing},
+        boost::asio::use_awaitable);
   }
 
   /// Removes every finished (succeeded, failed or cancelled) task from the registry and returns how
@@ -482,20 +490,70 @@ private:
   // they first run: whoever spawned them may resume them after the App is gone, and then only the
   // core, which outlives it, is touched.
 
-  static boost::asio::awaitable<bool> cancel_task_in(std::shared_ptr<detail::app_core> core,
-                                                     std::string name, std::string message,
-                                                     missing_task on_missing) {
-    if (name.empty()) throw invalid_task_name();
-    auto found = core->registry.find(name);
-    if (!found) {
-      if (on_missing == missing_task::raise) throw task_not_found(name);
-      co_return false;
+  /// Completes cancel_task's handler once the cancelled task has finished, or with
+  /// operation_aborted if the caller is cancelled first; with the handler's executor and
+  /// cancellation slot, which the wait uses. Keeps the task's state, whose mutex the wait's
+  /// cancellation handler takes, alive until the wait has completed.
+  template <typename Handler>
+  struct finished_waiter {
+    Handler handler;
+    std::shared_ptr<detail::task_state_base> task;
+
+    using executor_type = boost::asio::associated_executor_t<Handler>;
+    executor_type get_executor() const noexcept {
+      return boost::asio::get_associated_executor(handler);
     }
-    auto state = found->state_;
-    state->request_cancel(std::move(message));
-    if (!state->finished()) co_await state->async_wait_finished(boost::asio::use_awaitable);
-    co_return true;
-  }
+    using cancellation_slot_type = boost::asio::associated_cancellation_slot_t<Handler>;
+    cancellation_slot_type get_cancellation_slot() const noexcept {
+      return boost::asio::get_associated_cancellation_slot(handler);
+    }
+
+    void operator()(boost::system::error_code ec) {
+      // The wait's cancellation handler is gone: the state goes first, so that the caller, which
+      // resumes in there, sees its last reference go (a purge reports an unobserved failure).
+      task.reset();
+      std::move(handler)(ec ? std::make_exception_ptr(boost::system::system_error(ec)) : nullptr,
+                         true);
+    }
+  };
+
+  /// What cancel_task does once awaited: an operation rather than a coroutine of its own, so that
+  /// awaiting it makes one coroutine frame (use_awaitable's) where a coroutine would add another.
+  /// Completes with the failure to throw, if any, and whether a task was found.
+  struct cancel_task_initiation {
+    std::shared_ptr<detail::app_core> core;
+    std::string name;
+    std::string message;
+    missing_task on_missing;
+
+    template <typename Handler>
+    void operator()(Handler handler) {
+      std::exception_ptr failure;
+      bool found = false;
+      try {
+        if (name.empty()) throw invalid_task_name();
+        if (auto task = core->registry.find(name)) {
+          found = true;
+          auto state = task->state_;
+          state->request_cancel(std::move(message));
+          if (!state->finished()) {
+            auto& waited = *state;
+            waited.async_wait_finished(
+                finished_waiter<Handler>{std::move(handler), std::move(state)});
+            return;
+          }
+        } else if (on_missing == missing_task::raise) {
+          throw task_not_found(name);
+        }
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      // Completes in place if the caller runs on its executor, as the caller's next step would.
+      auto ex = boost::asio::get_associated_executor(handler, core->ioc.get_executor());
+      boost::asio::dispatch(
+          ex, [h = std::move(handler), failure, found]() mutable { std::move(h)(failure, found); });
+    }
+  };
 
   static boost::asio::awaitable<shutdown_result>
   shutdown_tasks_in(std::shared_ptr<detail::app_core> core,
