@@ -11,8 +11,10 @@
 #include <boost/asio/use_future.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <future>
 #include <stdexcept>
@@ -144,6 +146,30 @@ TEST_CASE("cancel_task on an unknown name throws task_not_found, or returns fals
     CHECK(a.purge_tasks() == 1);
     auto cancel_returned3 = co_await a.cancel_task("other", "", taskyard::missing_task::ignore);
     CHECK_FALSE(cancel_returned3);
+  });
+}
+
+TEST_CASE("cancel_task calls that complete at once, one after another, do not nest on the stack",
+          "[cancel]") {
+  // Each completes in place, as a coroutine's co_return would, up to a bound: without it, the
+  // caller would resume a level deeper on the stack at each call. Where the coroutine runs on the
+  // stack is where its resumption's frame is.
+  App app{"flat"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    Task<> done = a.add_task(test::yield(), "done");
+    co_await done.wait();
+    const auto first = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+    std::uintptr_t spread = 0;
+    std::size_t found = 0;
+    for (int i = 0; i < 2000; ++i) {
+      const bool ghost = co_await a.cancel_task("ghost", "", taskyard::missing_task::ignore);
+      const bool finished = co_await a.cancel_task("done");
+      found += (ghost ? 1 : 0) + (finished ? 1 : 0);
+      const auto here = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+      spread = std::max(spread, here > first ? here - first : first - here);
+    }
+    CHECK(found == 2000);
+    CHECK(spread < 64 * 1024);
   });
 }
 

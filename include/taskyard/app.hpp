@@ -29,7 +29,6 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/dispatch.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -530,27 +529,31 @@ private:
     void operator()(Handler handler) {
       std::exception_ptr failure;
       bool found = false;
+      std::shared_ptr<detail::task_state_base> unfinished; // its only reference here
       try {
         if (name.empty()) throw invalid_task_name();
         if (auto task = core->registry.find(name)) {
           found = true;
-          auto state = task->state_;
-          state->request_cancel(std::move(message));
-          if (!state->finished()) {
-            auto& waited = *state;
-            waited.async_wait_finished(
-                finished_waiter<Handler>{std::move(handler), std::move(state)});
-            return;
-          }
+          task->state_->request_cancel(std::move(message));
+          if (!task->state_->finished()) unfinished = task->state_;
         } else if (on_missing == missing_task::raise) {
           throw task_not_found(name);
         }
       } catch (...) {
         failure = std::current_exception();
       }
-      // Completes in place if the caller runs on its executor, as the caller's next step would.
+      if (unfinished) {
+        // Outside the try: the handler is moved into the wait, whatever the wait throws.
+        auto& state = *unfinished;
+        state.async_wait_finished(
+            finished_waiter<Handler>{std::move(handler), std::move(unfinished)});
+        return;
+      }
+      // Done at once: the caller resumes in place, as it did when cancel_task was a coroutine, but
+      // within a bound, since a loop of such calls would resume it ever deeper on the stack. This
+      // initiation lives in the frame that resumption destroys: nothing of it is used after.
       auto ex = boost::asio::get_associated_executor(handler, core->ioc.get_executor());
-      boost::asio::dispatch(
+      detail::wait_list::dispatch_bounded(
           ex, [h = std::move(handler), failure, found]() mutable { std::move(h)(failure, found); });
     }
   };

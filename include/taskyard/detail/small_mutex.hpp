@@ -20,7 +20,7 @@ namespace taskyard::detail {
 /// word. Uncontended, lock and unlock are one atomic operation each, as for std::mutex. A thread
 /// that finds it locked marks it contended and sleeps in std::atomic::wait (a futex on Linux) until
 /// an unlock wakes it; an unlock that finds no mark makes no system call. This is the three-state
-/// mutex of Ulrich Drepper's "Futexes Are Tricky", without the spinning of glibc's adaptive mutex.
+/// mutex of Ulrich Drepper's "Futexes Are Tricky".
 class small_mutex {
 public:
   small_mutex() noexcept = default;

@@ -360,7 +360,7 @@ private:
   static constexpr unsigned abandoned = 1;   // given up on: its switch is thrown
   static constexpr unsigned frame_alive = 2; // its coroutine frame exists
 
-  // A million tasks may be registered at once: the members are ordered so as to leave no padding.
+  // A million tasks may be registered at once: ordered so, the members leave one byte of padding.
   const std::string name_;
   std::shared_ptr<task_owner> owner_;
   const io_executor_type io_executor_; // waiters' fallback, and under the task's executor

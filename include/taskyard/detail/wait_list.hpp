@@ -137,6 +137,21 @@ public:
     lock.lock();
   }
 
+  /// Runs `f` on `ex` as asio::dispatch does (in place if the calling thread may run `ex`,
+  /// otherwise posted), unless max_in_place_depth completions already nest on this thread: then
+  /// posts it. For a completion that may resume a coroutine, which may start the next operation
+  /// and have it complete in place too: without the bound, a loop of them nests ever deeper.
+  template <typename Executor, typename Function>
+  static void dispatch_bounded(const Executor& ex, Function&& f) {
+    if (in_place_depth < max_in_place_depth) {
+      ++in_place_depth;
+      const depth_guard leave;
+      boost::asio::dispatch(ex, std::forward<Function>(f));
+    } else {
+      boost::asio::post(ex, std::forward<Function>(f));
+    }
+  }
+
   /// Destroys every pending wait without completing it (their handlers, and any coroutine frames
   /// they own, are destroyed). Only for teardown, when nothing may run any more.
   void destroy_all() noexcept {
@@ -172,13 +187,10 @@ private:
       // cancellation signal is emitted, so the two never race.
       auto ex = work_.get_executor();
       finisher f{std::unique_ptr<waiter>(this), ec};
-      if (how == wake::in_place && in_place_depth < max_in_place_depth) {
-        ++in_place_depth;
-        const depth_guard leave;
-        boost::asio::dispatch(ex, std::move(f));
-      } else {
+      if (how == wake::in_place)
+        dispatch_bounded(ex, std::move(f));
+      else
         boost::asio::post(ex, std::move(f));
-      }
     }
 
   private:
