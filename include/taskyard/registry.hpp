@@ -13,6 +13,7 @@
 #define TASKYARD_REGISTRY_HPP
 
 #include <taskyard/detail/intrusive_list.hpp>
+#include <taskyard/detail/small_mutex.hpp>
 #include <taskyard/errors.hpp>
 #include <taskyard/task.hpp>
 
@@ -55,7 +56,7 @@ public:
   std::optional<Task<>> insert(const Task<>& task, name_conflict on_conflict) {
     const auto& state = task.state_;
     std::optional<Task<>> previous;
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<detail::small_mutex> lock(mutex_);
     auto [it, inserted] =
         index_.try_emplace(state->name(), state); // one probe, if the name is free
     if (!inserted) {
@@ -73,7 +74,7 @@ public:
 
   /// The task registered under `name`, if any.
   [[nodiscard]] std::optional<Task<>> find(std::string_view name) const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<detail::small_mutex> lock(mutex_);
     auto it = index_.find(name);
     if (it == index_.end()) return std::nullopt;
     return Task<>(it->second);
@@ -81,7 +82,7 @@ public:
 
   /// Unregisters `task` if it is the one registered under its name. Returns true if it was.
   bool erase(const Task<>& task) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<detail::small_mutex> lock(mutex_);
     auto it = index_.find(task.state_->name());
     if (it == index_.end() || it->second != task.state_) return false;
     order_.erase(*it->second);
@@ -93,7 +94,7 @@ public:
   std::size_t purge() {
     std::vector<std::shared_ptr<detail::task_state_base>> removed; // released after the lock
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<detail::small_mutex> lock(mutex_);
       for (detail::task_state_base* s = order_.front(); s != nullptr;) {
         detail::task_state_base* next = order_type::next(*s);
         if (s->finished()) {
@@ -111,7 +112,7 @@ public:
     // finds no spare buffer, or one that another thread has given back meanwhile.
     removed.clear();
     if (removed.capacity() != 0 && removed.capacity() <= max_spare) {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<detail::small_mutex> lock(mutex_);
       if (removed.capacity() > spare_.capacity()) spare_.swap(removed);
     }
     return count;
@@ -119,7 +120,7 @@ public:
 
   /// Every registered task, in registration order.
   [[nodiscard]] std::vector<Task<>> snapshot() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<detail::small_mutex> lock(mutex_);
     std::vector<Task<>> out;
     out.reserve(index_.size());
     for (detail::task_state_base* s = order_.front(); s != nullptr; s = order_type::next(*s))
@@ -129,7 +130,7 @@ public:
 
   /// How many tasks are registered.
   [[nodiscard]] std::size_t size() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<detail::small_mutex> lock(mutex_);
     return index_.size();
   }
 
@@ -137,7 +138,7 @@ public:
   void clear() {
     index_type dropped;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<detail::small_mutex> lock(mutex_);
       for (detail::task_state_base* s = order_.release_all(); s != nullptr;) {
         detail::task_state_base* next = order_type::next(*s);
         s->registry_links = {};
@@ -164,7 +165,7 @@ private:
   // that removes more than max_spare tasks grows a vector of its own, and keeps none.
   static constexpr std::size_t max_spare = 4096;
 
-  mutable std::mutex mutex_;
+  mutable detail::small_mutex mutex_;
   index_type index_;
   std::vector<std::shared_ptr<detail::task_state_base>> spare_; // empty, with capacity
   order_type order_;                                            // registration order

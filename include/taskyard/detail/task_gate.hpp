@@ -26,6 +26,7 @@
 #define TASKYARD_DETAIL_TASK_GATE_HPP
 
 #include <taskyard/detail/block_cache.hpp>
+#include <taskyard/detail/small_mutex.hpp>
 
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/detail/concurrency_hint.hpp>
@@ -165,7 +166,7 @@ public:
   /// A switch, with its strand, for a task about to start. Throws std::bad_alloc if the pool
   /// needs to grow and cannot.
   gate_ref acquire() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     if (first_free_ == nullptr) grow();
     gate_slot* slot = first_free_;
     first_free_ = slot->next_free;
@@ -183,18 +184,18 @@ public:
     if (!gate.slot_->word.compare_exchange_strong(expected, gate.held() + 2U,
                                                   std::memory_order_acq_rel))
       return; // thrown: copies of the task's executor must go on seeing it thrown
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     push_free(gate.slot_);
   }
 
   /// How many switches the pool holds, and how many of them are free: the others belong to
   /// unfinished tasks, or were thrown.
   [[nodiscard]] std::size_t size() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     return slabs_.size() * slab_size;
   }
   [[nodiscard]] std::size_t free_count() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<small_mutex> lock(mutex_);
     return free_count_;
   }
 
@@ -223,7 +224,7 @@ private:
   }
 
   strand_service* const strands_;
-  mutable std::mutex mutex_;
+  mutable small_mutex mutex_;
   gate_slot* first_free_ = nullptr; // handed out first
   gate_slot* last_free_ = nullptr;  // the last handed back
   std::size_t free_count_ = 0;
