@@ -289,6 +289,33 @@ TEST_CASE("a finished task's name can be reused at once", "[named]") {
   });
 }
 
+TEST_CASE("a task that takes a finished task's name over does not depend on the earlier task",
+          "[named]") {
+  App app{"takeover"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    {
+      Task<> first = a.add_task([]() -> asio::awaitable<void> { co_return; }, "job");
+      co_await first.wait();
+      CHECK(first.done());
+    }
+    // Only the registry holds the finished task now: taking its name over releases it, and the
+    // tasks added next (of the same result type) may get its memory. The name must still be found,
+    // and this task under it.
+    Task<> second = a.add_task(test::suspend_forever(), "job");
+    std::vector<Task<>> others;
+    for (int i = 0; i < 8; ++i)
+      others.push_back(a.add_task(test::suspend_forever(), "other-" + std::to_string(i)));
+    CHECK(a.get_task("job") == second);
+    CHECK(a.tasks().size() == 9);
+    auto cancel_returned = co_await a.cancel_task("job");
+    CHECK(cancel_returned);
+    CHECK(second.cancelled());
+    CHECK(a.purge_tasks() == 1);
+    CHECK_FALSE(a.find_task("job"));
+    for (auto& other : others) co_await a.cancel_task(other.name());
+  });
+}
+
 TEST_CASE("tasks() lists the named tasks in registration order, and no unnamed one", "[named]") {
   App app{"order"};
   test::run_app(app, [](App& a) -> asio::awaitable<void> {

@@ -58,15 +58,17 @@ public:
     std::optional<Task<>> previous;
     std::lock_guard<detail::small_mutex> lock(mutex_);
     auto [it, inserted] =
-        index_.try_emplace(state->name(), state); // one probe, if the name is free
+        index_.try_emplace(name_key{state->name()}, state); // one probe, if the name is free
     if (!inserted) {
       if (on_conflict == name_conflict::error && !it->second->finished())
         throw duplicate_task_name(state->name());
       previous = Task<>(std::move(it->second));
       order_.erase(*previous->state_);
-      // The key views the previous holder's name, which goes with it: the entry is made anew.
-      index_.erase(it);
-      index_.emplace(state->name(), state);
+      // The new holder takes the entry over, its key made to view the same characters in the new
+      // holder's name: nothing is allocated, so the takeover cannot fail halfway, with the
+      // previous holder unregistered and the new one not.
+      it->first.view = state->name();
+      it->second = state;
     }
     order_.push_back(*state);
     return previous;
@@ -152,12 +154,30 @@ private:
   using order_type =
       detail::intrusive_list<detail::task_state_base, &detail::task_state_base::registry_links>;
 
+  // A key views the name inside the state its entry holds. The view is mutable so that a task that
+  // takes a name over from a finished one can take its entry over too (see insert): only ever with
+  // the same characters, so that the key's hash and place in the map stay what they were.
+  struct name_key {
+    mutable std::string_view view;
+    // NOLINTNEXTLINE(google-explicit-constructor): what the hash and the comparison take
+    operator std::string_view() const noexcept { return view; }
+  };
+  struct name_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view name) const noexcept {
+      return boost::hash<std::string_view>()(name);
+    }
+  };
+  struct name_equal {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
+  };
+
   // Open addressing: a lookup among a million names touches the map's metadata, one slot and the
   // state, rather than a bucket, a node and the state. Only ever looked up by key, so that elements
-  // moving on rehash does not matter. Keys view the names inside the states the map holds.
-  using index_type =
-      boost::unordered_flat_map<std::string_view, std::shared_ptr<detail::task_state_base>,
-                                boost::hash<std::string_view>>;
+  // moving on rehash does not matter.
+  using index_type = boost::unordered_flat_map<name_key, std::shared_ptr<detail::task_state_base>,
+                                               name_hash, name_equal>;
 
   // What purge() removes is released after the lock, from a vector kept between purges: grown anew
   // for each purge, it would make one large allocation after another, each of which makes glibc
