@@ -153,7 +153,9 @@ public:
   /// the App starts, it is deferred: a callable is invoked only when the App starts. An unnamed
   /// task is not listed by tasks(), but the App tracks it like any other, so shutdown cancels it.
   ///
-  /// Throws app_stopped once shutdown has begun. Thread-safe.
+  /// Throws app_stopped once shutdown has begun. Out of memory: either add_task throws
+  /// std::bad_alloc and has added nothing, or the task is added, and fails with std::bad_alloc if
+  /// it cannot be started. Thread-safe.
   template <typename Source>
   auto add_task(Source&& source) {
     return add(std::forward<Source>(source), std::string{}, name_conflict::error);
@@ -165,6 +167,8 @@ public:
   /// Throws invalid_task_name if the name is empty; duplicate_task_name if a task that has not
   /// finished holds it, unless `on_conflict` is name_conflict::replace, which cancels that task
   /// (without waiting) and registers this one. A finished task's name may be reused at once.
+  /// Out of memory, as the overload above; except that if the task it replaces cannot be
+  /// cancelled, this one is still added and started, and then std::bad_alloc is thrown.
   template <typename Source>
   auto add_task(Source&& source, std::string name,
                 name_conflict on_conflict = name_conflict::error) {

@@ -145,12 +145,32 @@ gate_ref take_gate_or_fail(task_state_base& state, Take take) {
   }
 }
 
+/// What start_task posts: it takes the task's switch (marking it running) and spawns its coroutine.
+template <typename T, typename Factory>
+struct task_start {
+  gate_pool* gates;
+  // The factory comes first: members move in order, so that if moving it throws, the state stays.
+  Factory factory;
+  std::shared_ptr<task_state<T>> state;
+
+  void operator()() {
+    const gate_ref running =
+        take_gate_or_fail(*state, [&] { return state->begin_running(*gates); });
+    if (!running.valid()) return; // cancelled before it could start, or failed
+    task_state_base::executor_type ex(state->io_executor(), running);
+    spawn_task<T>(std::move(ex), std::move(state), std::move(factory));
+  }
+};
+
 /// Starts a task: never inline. The start is posted to the task's strand (or, on an io_context run
 /// by one thread, to the io_context), and the coroutine is spawned from there; spawning directly
 /// would run it at once when the caller is itself running on the io_context (its executor runs
 /// possibly-blocking work in place). `gates` is the io_context's gate_pool. A task that needs a
 /// strand takes its switch now, since the strand comes with it; one that does not, as it starts,
 /// so that a task cancelled before then never takes one.
+///
+/// A task that cannot be started (its switch or its start cannot be allocated) fails with the
+/// exception, std::bad_alloc, as it would had co_spawn been unable to allocate: it is not thrown.
 template <typename T, typename Factory>
 void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&& factory) {
   gate_ref gate;
@@ -159,13 +179,21 @@ void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&
     if (!gate.valid()) return; // cancelled before it could start, or failed
   }
   const auto io = state->io_executor();
-  auto start = [&gates, state = std::move(state), f = std::forward<Factory>(factory)]() mutable {
-    const gate_ref running = take_gate_or_fail(*state, [&] { return state->begin_running(gates); });
-    if (!running.valid()) return; // cancelled before it could start, or failed
-    task_state_base::executor_type ex(state->io_executor(), running);
-    spawn_task<T>(std::move(ex), std::move(state), std::move(f));
-  };
-  post_to_task(gate, io, std::move(start));
+  task_state<T>& s = *state;
+  task_start<T, std::decay_t<Factory>> start{&gates, std::forward<Factory>(factory),
+                                             std::move(state)};
+  try {
+    post_to_task(gate, io, std::move(start));
+  } catch (...) {
+    if (start.state) {
+      // Asio moves the start into its operation only once it has made it: nothing was queued.
+      start.state->finish(std::current_exception());
+    } else {
+      // The start was queued on the task's strand, whose scheduling failed: it stays there, and
+      // keeps the state alive, until the io_context goes.
+      s.finish_on_stuck_strand(std::current_exception());
+    }
+  }
 }
 
 class app_core final : public task_owner, public std::enable_shared_from_this<app_core> {
@@ -199,23 +227,36 @@ public:
     // The name's previous holder is released after the locks: if it is the last reference to a
     // failed task, its destructor reports to the exception handler, which may call the App.
     std::optional<Task<>> previous;
+    std::unique_ptr<deferred_start> later;
     bool start_now = false;
     {
       std::lock_guard<small_mutex> lock(mutex_);
       if (phase_ >= app_phase::draining) throw app_stopped(name);
+      // What may throw comes first: once the task is registered, it must be started or deferred.
+      if (phase_ == app_phase::created) {
+        if (deferred_.size() == deferred_.capacity())
+          deferred_.reserve(deferred_.empty() ? 16 : 2 * deferred_.size());
+        later = std::make_unique<deferred<std::decay_t<Starter>>>(std::forward<Starter>(starter));
+      }
       if (!state->name().empty()) previous = registry.insert(Task<>(state), on_conflict);
       live_.push_back(*state);
       state->live_self = state;
-      if (phase_ == app_phase::created) {
-        deferred_.push_back(
-            std::make_unique<deferred<std::decay_t<Starter>>>(std::forward<Starter>(starter)));
-      } else {
+      if (later)
+        deferred_.push_back(std::move(later)); // room was made above
+      else
         start_now = true;
-      }
     }
     // A finished previous holder ignores this; a running one was displaced by
-    // name_conflict::replace.
-    if (previous) previous->cancel("replaced by a new task named '" + state->name() + "'");
+    // name_conflict::replace, and is cancelled before the new task starts. Should that throw (it
+    // allocates), the new task, registered already, still starts.
+    if (previous) {
+      try {
+        previous->cancel("replaced by a new task named '" + state->name() + "'");
+      } catch (...) {
+        if (start_now) starter();
+        throw;
+      }
+    }
     if (start_now) starter();
   }
 

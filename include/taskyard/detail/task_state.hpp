@@ -157,8 +157,19 @@ public:
   }
 
   /// Finishes a task that fails before its coroutine could run (`e`: its gate pool could not
-  /// grow), waking the waiters through their executors.
+  /// grow, or its start could not be allocated), waking the waiters through their executors.
   void finish(std::exception_ptr e) { wait_list::complete_detached(settle(std::move(e))); }
+
+  /// As finish, for a task whose start Asio queued on its strand but could not schedule the strand
+  /// (an allocation failed): Asio leaves such a strand locked, and nothing queued on it ever runs.
+  /// The task's switch is thrown, so that its strand goes to no other task.
+  void finish_on_stuck_strand(std::exception_ptr e) {
+    {
+      std::lock_guard<small_mutex> lock(mutex_);
+      if (gate_.valid()) gate_.throw_switch();
+    }
+    finish(std::move(e));
+  }
 
   /// Settles the outcome of a task whose coroutine has ended (see end) or could not run (`e`, if
   /// end was never called: an allocation failure in co_spawn, or finish's), and returns the

@@ -1,0 +1,209 @@
+//
+// tests/test_allocation_failure.cpp
+//
+// add_task when memory runs out: each allocation it makes through operator new fails in turn. The
+// promise: add_task either throws std::bad_alloc and has added nothing (no name registered, no task
+// listed, the source destroyed), or returns a task that is registered and finishes (failed with
+// std::bad_alloc if it could not start); and the App goes on working. A task half-added would hold
+// its name for good, and never run nor finish.
+//
+// With a strand per task, Asio may fail to schedule the strand after queueing the task's start on
+// it, and then leaves the strand locked: the task fails, and its strand must go to no other task.
+//
+// This test program replaces operator new and delete: a countdown, armed on the calling thread
+// only, makes the n-th allocation throw.
+//
+
+#include <taskyard/app.hpp>
+
+#include "support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include <cstdlib>
+#include <new>
+#include <optional>
+#include <string>
+
+namespace asio = boost::asio;
+using taskyard::App;
+using taskyard::Task;
+
+namespace {
+thread_local long countdown = -1; // allocations left before the one that fails; -1: none fails
+thread_local bool failed = false; // an allocation failed since the countdown was armed
+} // namespace
+
+// Not inlined: g++ would otherwise see a `new` expression end in free() and warn of a mismatch.
+[[gnu::noinline]] void* operator new(std::size_t n) {
+  if (countdown >= 0 && countdown-- == 0) {
+    failed = true;
+    throw std::bad_alloc();
+  }
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+// The nothrow form too, which the delete below frees (the default one would be the sanitizers').
+[[gnu::noinline]] void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return ::operator new(n);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+/// Makes the n-th allocation on this thread fail (the first is 0) while it exists.
+class failing_allocation {
+public:
+  explicit failing_allocation(long n) {
+    countdown = n;
+    failed = false;
+  }
+  ~failing_allocation() { countdown = -1; }
+  failing_allocation(const failing_allocation&) = delete;
+  failing_allocation& operator=(const failing_allocation&) = delete;
+};
+
+/// Counts the frames that hold it as a parameter: from the coroutine's creation, not its start.
+struct frame_count {
+  int* live;
+  explicit frame_count(int& n) : live(&n) { ++*live; }
+  frame_count(const frame_count& other) : live(other.live) { ++*live; }
+  frame_count& operator=(const frame_count&) = delete;
+  ~frame_count() { --*live; }
+};
+
+asio::awaitable<int> counted(frame_count) { co_return 7; }
+
+enum class when { before_start, running };
+
+struct setup {
+  bool one_thread; // on an io_context made for one thread (no strands), or on the App's own
+  bool named;
+  when added;
+};
+
+/// Adds a task whose frame `live` counts. (Asio allocates coroutine frames with aligned_alloc, not
+/// operator new: making one never fails here.)
+Task<int> add_counted(App& a, int& live, const std::string& name) {
+  auto source = counted(frame_count(live));
+  return name.empty() ? a.add_task(std::move(source)) : a.add_task(std::move(source), name);
+}
+
+/// Adds one task with the n-th allocation of add_task failing, then checks what the App holds and
+/// that it still works. Returns false if add_task made fewer than n + 1 allocations.
+bool add_with_failure(const setup& s, long n) {
+  int live = 0;
+  bool injected = false;
+  bool threw = false;
+  std::optional<Task<int>> task;
+  const std::string name = s.named ? "job" : "";
+  INFO("allocation " << n << " fails");
+
+  auto add = [&](App& a) {
+    // The blocks this thread keeps would serve add_task without operator new.
+    taskyard::detail::block_cache::release_this_thread();
+    failing_allocation fail(n);
+    try {
+      task = add_counted(a, live, name);
+    } catch (const std::bad_alloc&) {
+      threw = true;
+    }
+    injected = failed;
+  };
+
+  auto body = [&](App& a) -> asio::awaitable<void> {
+    if (s.added == when::running) add(a);
+    if (threw) {
+      CHECK(live == 0); // the source went with the exception
+      CHECK_FALSE(task);
+      CHECK(a.tasks().empty());
+      if (s.named) CHECK_FALSE(a.find_task(name));
+    } else {
+      REQUIRE(task);
+      if (s.named) CHECK(a.get_task(name) == Task<>(*task));
+      bool out_of_memory = false;
+      try {
+        const int value = co_await task->wait();
+        CHECK(value == 7);
+      } catch (const std::bad_alloc&) {
+        out_of_memory = true; // it could not start
+      }
+      CHECK(task->done());
+      CHECK(task->failed() == out_of_memory);
+    }
+    // The App goes on: the name, if any, is free or reusable, and new tasks run, one after
+    // another, more of them than the pool holds switches (and strands), so that each of its
+    // switches is handed out again.
+    a.purge_tasks();
+    const std::size_t switches =
+        asio::use_service<taskyard::detail::gate_pool>(a.io_context()).size();
+    std::size_t ran = 0;
+    for (std::size_t i = 0; i <= switches; ++i) {
+      Task<int> next = add_counted(a, live, name);
+      if (co_await next.wait() == 7) ++ran;
+    }
+    CHECK(ran == switches + 1);
+    a.stop();
+  };
+
+  std::optional<asio::io_context> ioc;
+  std::optional<App> app;
+  if (s.one_thread) {
+    ioc.emplace(1);
+    app.emplace("allocation-failure", *ioc);
+  } else {
+    app.emplace("allocation-failure");
+  }
+  if (s.added == when::before_start) add(*app);
+  app->after_server_start([&body](App& a) { return body(a); });
+  if (s.one_thread) {
+    asio::co_spawn(*ioc, app->serve(), asio::detached);
+    ioc->run();
+  } else {
+    app->run({.threads = 1, .handle_signals = false});
+  }
+  app.reset();
+  ioc.reset();
+  CHECK(live == 0); // no frame outlives the io_context, whatever happened to it
+  return injected;
+}
+
+void each_failure(const setup& s) {
+  long n = 0;
+  while (add_with_failure(s, n)) {
+    ++n;
+    REQUIRE(n < 64); // add_task makes a handful of allocations, not this many
+  }
+  // n allocations can fail: at least the state's
+  CHECK(n > 0);
+}
+
+} // namespace
+
+TEST_CASE("add_task with each of its allocations failing in turn, on a running App",
+          "[allocation]") {
+  for (bool one_thread : {false, true}) {
+    for (bool named : {false, true}) {
+      CAPTURE(one_thread, named);
+      each_failure({one_thread, named, when::running});
+    }
+  }
+}
+
+TEST_CASE("add_task with each of its allocations failing in turn, before the App starts",
+          "[allocation]") {
+  for (bool one_thread : {false, true}) {
+    for (bool named : {false, true}) {
+      CAPTURE(one_thread, named);
+      each_failure({one_thread, named, when::before_start});
+    }
+  }
+}
