@@ -27,6 +27,8 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace asio = boost::asio;
 using taskyard::App;
@@ -35,12 +37,16 @@ using taskyard::Task;
 namespace {
 thread_local long countdown = -1; // allocations left before the one that fails; -1: none fails
 thread_local bool failed = false; // an allocation failed since the countdown was armed
+// Run as the allocation fails (the countdown is over by then), once.
+thread_local void (*at_failure)(void*) = nullptr;
+thread_local void* at_failure_arg = nullptr;
 } // namespace
 
 // Not inlined: g++ would otherwise see a `new` expression end in free() and warn of a mismatch.
 [[gnu::noinline]] void* operator new(std::size_t n) {
   if (countdown >= 0 && countdown-- == 0) {
     failed = true;
+    if (auto* f = std::exchange(at_failure, nullptr)) f(at_failure_arg);
     throw std::bad_alloc();
   }
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
@@ -66,7 +72,10 @@ public:
     countdown = n;
     failed = false;
   }
-  ~failing_allocation() { countdown = -1; }
+  ~failing_allocation() {
+    countdown = -1;
+    at_failure = nullptr;
+  }
   failing_allocation(const failing_allocation&) = delete;
   failing_allocation& operator=(const failing_allocation&) = delete;
 };
@@ -88,7 +97,14 @@ struct setup {
   bool one_thread; // on an io_context made for one thread (no strands), or on the App's own
   bool named;
   when added;
+  bool name_of_finished = false; // the name is held by a finished task, which this one takes over
 };
+
+/// What at_failure runs to cancel the task named "job" as the allocation fails, as another thread
+/// could at that moment (and so only where add_task holds no lock of the App's).
+void cancel_job(void* app) {
+  if (auto task = static_cast<App*>(app)->find_task("job")) task->cancel("as it failed");
+}
 
 /// Adds a task whose frame `live` counts. (Asio allocates coroutine frames with aligned_alloc, not
 /// operator new: making one never fails here.)
@@ -97,9 +113,10 @@ Task<int> add_counted(App& a, int& live, const std::string& name) {
   return name.empty() ? a.add_task(std::move(source)) : a.add_task(std::move(source), name);
 }
 
-/// Adds one task with the n-th allocation of add_task failing, then checks what the App holds and
-/// that it still works. Returns false if add_task made fewer than n + 1 allocations.
-bool add_with_failure(const setup& s, long n) {
+/// Adds one task with the n-th allocation of add_task failing (and, with `cancel`, the task
+/// cancelled then), then checks what the App holds and that it still works. Returns false if
+/// add_task made fewer than n + 1 allocations.
+bool add_with_failure(const setup& s, long n, bool cancel = false) {
   int live = 0;
   bool injected = false;
   bool threw = false;
@@ -111,6 +128,10 @@ bool add_with_failure(const setup& s, long n) {
     // The blocks this thread keeps would serve add_task without operator new.
     taskyard::detail::block_cache::release_this_thread();
     failing_allocation fail(n);
+    if (cancel) {
+      at_failure = cancel_job;
+      at_failure_arg = &a;
+    }
     try {
       task = add_counted(a, live, name);
     } catch (const std::bad_alloc&) {
@@ -120,24 +141,38 @@ bool add_with_failure(const setup& s, long n) {
   };
 
   auto body = [&](App& a) -> asio::awaitable<void> {
+    std::optional<Task<int>> earlier;
+    if (s.name_of_finished) {
+      earlier = add_counted(a, live, name);
+      co_await earlier->wait();
+    }
     if (s.added == when::running) add(a);
     if (threw) {
       CHECK(live == 0); // the source went with the exception
       CHECK_FALSE(task);
-      CHECK(a.tasks().empty());
-      if (s.named) CHECK_FALSE(a.find_task(name));
+      if (earlier) {
+        CHECK(a.tasks() == std::vector<Task<>>{*earlier}); // still holding the name
+      } else {
+        CHECK(a.tasks().empty());
+        if (s.named) CHECK_FALSE(a.find_task(name));
+      }
     } else {
       REQUIRE(task);
       if (s.named) CHECK(a.get_task(name) == Task<>(*task));
       bool out_of_memory = false;
+      bool cancelled = false;
       try {
         const int value = co_await task->wait();
         CHECK(value == 7);
       } catch (const std::bad_alloc&) {
         out_of_memory = true; // it could not start
+      } catch (const boost::system::system_error& e) {
+        cancelled = test::is_aborted(e);
       }
       CHECK(task->done());
       CHECK(task->failed() == out_of_memory);
+      CHECK(task->cancelled() == cancelled);
+      if (!cancel) CHECK_FALSE(cancelled);
     }
     // The App goes on: the name, if any, is free or reusable, and new tasks run, one after
     // another, more of them than the pool holds switches (and strands), so that each of its
@@ -176,34 +211,54 @@ bool add_with_failure(const setup& s, long n) {
   return injected;
 }
 
-void each_failure(const setup& s) {
+/// Makes each allocation of add_task fail in turn; returns how many it makes.
+long each_failure(const setup& s) {
   long n = 0;
   while (add_with_failure(s, n)) {
     ++n;
     REQUIRE(n < 64); // add_task makes a handful of allocations, not this many
   }
-  // n allocations can fail: at least the state's
-  CHECK(n > 0);
+  CHECK(n > 0); // at least the state's
+  return n;
+}
+
+void each_setup(when added) {
+  for (bool one_thread : {false, true}) {
+    for (bool named : {false, true}) {
+      CAPTURE(one_thread, named);
+      each_failure({one_thread, named, added});
+    }
+  }
 }
 
 } // namespace
 
 TEST_CASE("add_task with each of its allocations failing in turn, on a running App",
           "[allocation]") {
-  for (bool one_thread : {false, true}) {
-    for (bool named : {false, true}) {
-      CAPTURE(one_thread, named);
-      each_failure({one_thread, named, when::running});
-    }
-  }
+  each_setup(when::running);
 }
 
 TEST_CASE("add_task with each of its allocations failing in turn, before the App starts",
           "[allocation]") {
+  each_setup(when::before_start);
+}
+
+TEST_CASE("add_task taking over a finished task's name, its allocations failing in turn",
+          "[allocation]") {
   for (bool one_thread : {false, true}) {
-    for (bool named : {false, true}) {
-      CAPTURE(one_thread, named);
-      each_failure({one_thread, named, when::before_start});
-    }
+    CAPTURE(one_thread);
+    each_failure({one_thread, true, when::running, true});
   }
+}
+
+TEST_CASE("the start of a task failing to be posted as the task is cancelled", "[allocation]") {
+  // With a strand per task, add_task's last two allocations post the task's start: the operation,
+  // then the strand's scheduling, whose failure leaves the strand locked. A cancellation then (no
+  // lock of the App's is held) finishes the task, but must not hand its switch, and with it the
+  // locked strand, back to the pool.
+  const setup s{false, true, when::running};
+  const long n = each_failure(s);
+  REQUIRE(n >= 2);
+  CHECK(add_with_failure(s, n - 2, true));
+  CHECK(add_with_failure(s, n - 1, true));
 }

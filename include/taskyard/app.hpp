@@ -168,7 +168,8 @@ public:
   /// finished holds it, unless `on_conflict` is name_conflict::replace, which cancels that task
   /// (without waiting) and registers this one. A finished task's name may be reused at once.
   /// Out of memory, as the overload above; except that if the task it replaces cannot be
-  /// cancelled, this one is still added and started, and then std::bad_alloc is thrown.
+  /// cancelled, this one is still added (and started, or deferred until the App starts), and then
+  /// std::bad_alloc is thrown.
   template <typename Source>
   auto add_task(Source&& source, std::string name,
                 name_conflict on_conflict = name_conflict::error) {

@@ -169,31 +169,45 @@ struct task_start {
 /// strand takes its switch now, since the strand comes with it; one that does not, as it starts,
 /// so that a task cancelled before then never takes one.
 ///
-/// A task that cannot be started (its switch or its start cannot be allocated) fails with the
-/// exception, std::bad_alloc, as it would had co_spawn been unable to allocate: it is not thrown.
+/// A task that cannot be started (its switch or its start cannot be allocated, or moving its
+/// callable throws) fails with the exception, as it would had co_spawn been unable to allocate:
+/// it is not thrown.
 template <typename T, typename Factory>
 void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&& factory) {
   gate_ref gate;
+  std::shared_ptr<task_state<T>> posting; // with a strand: the state, until start_posted
   if (gates.strands()) {
     gate = take_gate_or_fail(*state, [&] { return state->take_gate(gates); });
     if (!gate.valid()) return; // cancelled before it could start, or failed
+    posting = state;
   }
   const auto io = state->io_executor();
   task_state<T>& s = *state;
-  task_start<T, std::decay_t<Factory>> start{&gates, std::forward<Factory>(factory),
-                                             std::move(state)};
   try {
-    post_to_task(gate, io, std::move(start));
-  } catch (...) {
-    if (start.state) {
+    task_start<T, std::decay_t<Factory>> start{&gates, std::forward<Factory>(factory),
+                                               std::move(state)};
+    try {
+      post_to_task(gate, io, std::move(start));
+    } catch (...) {
+      if (!start.state) {
+        // The start was queued on the task's strand, whose scheduling failed: it stays there, and
+        // keeps the state alive, until the io_context goes.
+        s.finish_on_stuck_strand(std::current_exception());
+        return;
+      }
       // Asio moves the start into its operation only once it has made it: nothing was queued.
+      if (posting) posting->start_posted();
       start.state->finish(std::current_exception());
-    } else {
-      // The start was queued on the task's strand, whose scheduling failed: it stays there, and
-      // keeps the state alive, until the io_context goes.
-      s.finish_on_stuck_strand(std::current_exception());
+      return;
     }
+  } catch (...) {
+    // Moving the callable into the start threw, before the state was moved (it comes after).
+    if (!state) throw;
+    if (posting) posting->start_posted();
+    state->finish(std::current_exception());
+    return;
   }
+  if (posting) posting->start_posted();
 }
 
 class app_core final : public task_owner, public std::enable_shared_from_this<app_core> {
@@ -246,10 +260,10 @@ public:
       else
         start_now = true;
     }
-    // A finished previous holder ignores this; a running one was displaced by
-    // name_conflict::replace, and is cancelled before the new task starts. Should that throw (it
-    // allocates), the new task, registered already, still starts.
-    if (previous) {
+    // A running previous holder was displaced by name_conflict::replace, and is cancelled before
+    // the new task starts (a finished one needs nothing). Should that throw (it allocates), the
+    // new task, registered already, still starts.
+    if (previous && !previous->done()) {
       try {
         previous->cancel("replaced by a new task named '" + state->name() + "'");
       } catch (...) {

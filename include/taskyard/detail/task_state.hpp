@@ -127,9 +127,24 @@ public:
   /// Gives a pending task its switch, and with it its strand, from `gates` (see task_gate.hpp);
   /// the switch goes back to `gates` when the task finishes. Returns it, or no switch (an invalid
   /// one) if the task was cancelled, or given up on, before it could start.
+  ///
+  /// The task's start is then being posted to that strand, until start_posted(): meanwhile the
+  /// switch does not go back to `gates` even if the task finishes (it is cancelled), since the
+  /// post may yet fail in a way that leaves the strand unusable (see finish_on_stuck_strand).
   gate_ref take_gate(gate_pool& gates) {
     std::lock_guard<small_mutex> lock(mutex_);
-    return take_gate_locked(gates);
+    const gate_ref gate = take_gate_locked(gates);
+    if (gate.valid()) flags_.fetch_or(posting_start, std::memory_order_relaxed);
+    return gate;
+  }
+
+  /// Ends what take_gate began, once the start is posted (or could not be, leaving the strand
+  /// usable): hands the switch back now if that was put off meanwhile.
+  void start_posted() {
+    std::lock_guard<small_mutex> lock(mutex_);
+    const unsigned before =
+        flags_.fetch_and(~(posting_start | release_put_off), std::memory_order_relaxed);
+    if ((before & release_put_off) != 0) release_gate_locked();
   }
 
   /// Marks a pending task as running, and returns its switch, taking one from `gates` if it has
@@ -165,7 +180,10 @@ public:
   /// The task's switch is thrown, so that its strand goes to no other task.
   void finish_on_stuck_strand(std::exception_ptr e) {
     {
+      // Still held: since take_gate, nothing has handed it back (a cancellation may have finished
+      // the task meanwhile, but left the switch to start_posted).
       std::lock_guard<small_mutex> lock(mutex_);
+      flags_.fetch_and(~(posting_start | release_put_off), std::memory_order_relaxed);
       if (gate_.valid()) gate_.throw_switch();
     }
     finish(std::move(e));
@@ -330,11 +348,16 @@ private:
     return gate_;
   }
 
-  // Hands the switch back, unless it was thrown, or handed back already. Only where co_spawn has
-  // not run for the task, or is done with it: the switch's cancellation signal holds co_spawn's
-  // cancellation handler, and the next task to take the switch replaces it.
+  // Hands the switch back, unless it was thrown, or handed back already; or, while the task's
+  // start is being posted, puts that off until start_posted. Only where co_spawn has not run for
+  // the task, or is done with it: the switch's cancellation signal holds co_spawn's cancellation
+  // handler, and the next task to take the switch replaces it.
   void release_gate_locked() {
-    if (gates_ != nullptr) gates_->release(gate_);
+    if (gates_ == nullptr) return;
+    if ((flags_.load(std::memory_order_relaxed) & posting_start) != 0)
+      flags_.fetch_or(release_put_off, std::memory_order_relaxed);
+    else
+      gates_->release(gate_);
   }
 
   // Called once the status says finished: tells the owner (which may unregister the task), and only
@@ -368,8 +391,10 @@ private:
   }
 
   // Bits of flags_.
-  static constexpr unsigned abandoned = 1;   // given up on: its switch is thrown
-  static constexpr unsigned frame_alive = 2; // its coroutine frame exists
+  static constexpr unsigned abandoned = 1;       // given up on: its switch is thrown
+  static constexpr unsigned frame_alive = 2;     // its coroutine frame exists
+  static constexpr unsigned posting_start = 4;   // see take_gate
+  static constexpr unsigned release_put_off = 8; // see release_gate_locked
 
   // A million tasks may be registered at once: ordered so, the members leave one byte of padding.
   const std::string name_;
