@@ -8,7 +8,9 @@
 #include <catch2/catch.hpp>
 
 #include <functional>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace asio = boost::asio;
 using taskyard::App;
@@ -25,6 +27,21 @@ asio::awaitable<int> add(int a, int b) { co_return a + b; }
 asio::awaitable<int> add_with_app(int a, App& app) {
   co_return a + static_cast<int>(app.name().size());
 }
+
+/// A callable whose move throws: add_task must move it at most once, where a throw still makes it
+/// fail cleanly, and never on the task's way to its coroutine.
+struct throws_when_moved {
+  int* moves;
+  explicit throws_when_moved(int& m) : moves(&m) {}
+  throws_when_moved(const throws_when_moved&) = default;
+  throws_when_moved& operator=(const throws_when_moved&) = delete;
+  throws_when_moved(throws_when_moved&& other) noexcept(false) : moves(other.moves) {
+    ++*moves;
+    throw std::runtime_error("moved");
+  }
+  ~throws_when_moved() = default;
+  asio::awaitable<int> operator()() const { co_return 5; }
+};
 
 } // namespace
 
@@ -95,6 +112,32 @@ TEST_CASE("a lambda's captures live as long as its task", "[add_task]") {
     text = "changed";
     const auto got9 = co_await t.wait();
     CHECK(got9 == "kept alive");
+  });
+}
+
+TEST_CASE("a callable whose move may throw is never moved on its task's way: copied, it runs; "
+          "moved, add_task throws and adds nothing",
+          "[add_task]") {
+  App app{"throwing-move"};
+  int moves = 0;
+  test::run_app(app, [&moves](App& a) -> asio::awaitable<void> {
+    const throws_when_moved callable(moves);
+    // Copied once into the task, then never moved again, on the App's strands as well.
+    Task<int> copied = a.add_task(callable, "copied");
+    const int copied_value = co_await copied.wait();
+    CHECK(copied_value == 5);
+    CHECK(moves == 0);
+    // Moved into the task: the move throws out of add_task, which has added nothing.
+    bool threw = false;
+    try {
+      a.add_task(throws_when_moved(moves), "moved");
+    } catch (const std::runtime_error&) {
+      threw = true;
+    }
+    CHECK(threw);
+    CHECK(moves == 1);
+    CHECK_FALSE(a.find_task("moved"));
+    CHECK(a.tasks() == std::vector<Task<>>{copied});
   });
 }
 

@@ -150,7 +150,9 @@ public:
   /// does not compile (see inject.hpp).
   ///
   /// If the App is running the task is scheduled on its strand, never run inside this call. Before
-  /// the App starts, it is deferred: a callable is invoked only when the App starts. An unnamed
+  /// the App starts, it is deferred: a callable is invoked only when the App starts. A callable is
+  /// moved (or copied) once, into the task; one whose move may throw is kept in a box of its own
+  /// (one allocation more), and moved no more. An unnamed
   /// task is not listed by tasks(), but the App tracks it like any other, so shutdown cancels it.
   ///
   /// Throws app_stopped once shutdown has begun. Out of memory: either add_task throws
@@ -429,17 +431,23 @@ private:
   }
 
   /// Turns what add_task accepts into a nullary callable returning the awaitable, invoked once
-  /// inside the task's own coroutine.
+  /// inside the task's own coroutine. On its way there it is moved several times (into the start,
+  /// into Asio's operation and out of it, into the coroutine's frame), where a throw could no
+  /// longer make add_task fail cleanly: a callable whose move may throw is moved once, here, into
+  /// a box of its own, and the box is moved from then on.
   template <typename Source>
   auto make_factory(Source&& source) {
     using S = std::decay_t<Source>;
     if constexpr (is_awaitable_v<S>) {
       return [a = S(std::forward<Source>(source))]() mutable { return std::move(a); };
-    } else if constexpr (injects_app<S>) {
-      return
-          [this, f = S(std::forward<Source>(source))]() mutable { return std::invoke(f, *this); };
     } else {
-      return [f = S(std::forward<Source>(source))]() mutable { return std::invoke(f); };
+      auto held = detail::hold<S>(std::forward<Source>(source));
+      if constexpr (injects_app<S>) {
+        return
+            [this, f = std::move(held)]() mutable { return std::invoke(detail::held(f), *this); };
+      } else {
+        return [f = std::move(held)]() mutable { return std::invoke(detail::held(f)); };
+      }
     }
   }
 

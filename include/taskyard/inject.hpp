@@ -23,7 +23,9 @@
 
 #include <concepts>
 #include <functional>
+#include <memory>
 #include <type_traits>
+#include <utility>
 
 namespace taskyard {
 
@@ -116,6 +118,26 @@ constexpr void check_task_source() {
         "declared to return boost::asio::awaitable<T>?). Accepted: an asio::awaitable<T>; a "
         "callable invocable as f(taskyard::App&) or f() returning asio::awaitable<T>.");
   }
+}
+
+/// A task's callable as the task keeps it: by value if moving it cannot throw, otherwise in a box
+/// of its own (constructed here, once), so that moving what holds it never throws.
+template <typename S, typename Source>
+auto hold(Source&& source) {
+  if constexpr (std::is_nothrow_move_constructible_v<S>)
+    return S(std::forward<Source>(source));
+  else
+    return std::make_unique<S>(std::forward<Source>(source));
+}
+
+/// The callable that hold() returned holds.
+template <typename S>
+S& held(S& f) noexcept {
+  return f;
+}
+template <typename S>
+S& held(std::unique_ptr<S>& f) noexcept {
+  return *f;
 }
 
 } // namespace detail

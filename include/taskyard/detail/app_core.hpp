@@ -149,7 +149,6 @@ gate_ref take_gate_or_fail(task_state_base& state, Take take) {
 template <typename T, typename Factory>
 struct task_start {
   gate_pool* gates;
-  // The factory comes first: members move in order, so that if moving it throws, the state stays.
   Factory factory;
   std::shared_ptr<task_state<T>> state;
 
@@ -169,11 +168,13 @@ struct task_start {
 /// strand takes its switch now, since the strand comes with it; one that does not, as it starts,
 /// so that a task cancelled before then never takes one.
 ///
-/// A task that cannot be started (its switch or its start cannot be allocated, or moving its
-/// callable throws) fails with the exception, as it would had co_spawn been unable to allocate:
-/// it is not thrown.
+/// A task that cannot be started (its switch or its start cannot be allocated) fails with the
+/// exception, std::bad_alloc, as it would had co_spawn been unable to allocate: it is not thrown.
 template <typename T, typename Factory>
 void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&& factory) {
+  // Else a throw on its way to the coroutine would leave the task neither started nor failed (a
+  // callable whose move may throw is boxed: see App::make_factory).
+  static_assert(std::is_nothrow_move_constructible_v<std::decay_t<Factory>>);
   gate_ref gate;
   std::shared_ptr<task_state<T>> posting; // with a strand: the state, until start_posted
   if (gates.strands()) {
@@ -183,28 +184,20 @@ void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&
   }
   const auto io = state->io_executor();
   task_state<T>& s = *state;
+  task_start<T, std::decay_t<Factory>> start{&gates, std::forward<Factory>(factory),
+                                             std::move(state)};
   try {
-    task_start<T, std::decay_t<Factory>> start{&gates, std::forward<Factory>(factory),
-                                               std::move(state)};
-    try {
-      post_to_task(gate, io, std::move(start));
-    } catch (...) {
-      if (!start.state) {
-        // The start was queued on the task's strand, whose scheduling failed: it stays there, and
-        // keeps the state alive, until the io_context goes.
-        s.finish_on_stuck_strand(std::current_exception());
-        return;
-      }
-      // Asio moves the start into its operation only once it has made it: nothing was queued.
-      if (posting) posting->start_posted();
-      start.state->finish(std::current_exception());
+    post_to_task(gate, io, std::move(start));
+  } catch (...) {
+    if (!start.state) {
+      // The start was queued on the task's strand, whose scheduling failed: it stays there, and
+      // keeps the state alive, until the io_context goes.
+      s.finish_on_stuck_strand(std::current_exception());
       return;
     }
-  } catch (...) {
-    // Moving the callable into the start threw, before the state was moved (it comes after).
-    if (!state) throw;
+    // Asio moves the start into its operation only once it has made it: nothing was queued.
     if (posting) posting->start_posted();
-    state->finish(std::current_exception());
+    start.state->finish(std::current_exception());
     return;
   }
   if (posting) posting->start_posted();
