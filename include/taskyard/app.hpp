@@ -150,10 +150,10 @@ public:
   /// does not compile (see inject.hpp).
   ///
   /// If the App is running the task is scheduled on its strand, never run inside this call. Before
-  /// the App starts, it is deferred: a callable is invoked only when the App starts. A callable is
-  /// moved (or copied) once, into the task; one whose move may throw is kept in a box of its own
-  /// (one allocation more), and moved no more. An unnamed
+  /// the App starts, it is deferred: a callable is invoked only when the App starts. An unnamed
   /// task is not listed by tasks(), but the App tracks it like any other, so shutdown cancels it.
+  /// A callable is moved (or copied) once, into the task; one whose move may throw is kept in a
+  /// box of its own (one allocation more), and moved no more.
   ///
   /// Throws app_stopped once shutdown has begun. Out of memory: either add_task throws
   /// std::bad_alloc and has added nothing, or the task is added, and fails with std::bad_alloc if

@@ -4,8 +4,8 @@
 //
 // A mutex in four bytes, for what there is one of per task: a registry of a million tasks holds a
 // million task states, and std::mutex takes 40 bytes of each. Its uncontended lock and unlock are
-// inline, where std::mutex calls into libpthread each time, so the App's own locks on the hot path
-// (the registry's, the switch pool's) use it too.
+// inline, where std::mutex calls pthread_mutex_lock and pthread_mutex_unlock each time, so the
+// App's own locks on the hot path (the registry's, the switch pool's) use it too.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
