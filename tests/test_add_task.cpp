@@ -5,6 +5,10 @@
 
 #include "support.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
 #include <catch2/catch.hpp>
 
 #include <functional>
@@ -153,6 +157,31 @@ TEST_CASE("add_task never runs the task inside the call", "[add_task]") {
     co_await t.wait();
     CHECK(ran);
   });
+}
+
+TEST_CASE("a task that never suspends finishes in the turn of the io_context that starts it",
+          "[add_task][launch]") {
+  // Its start is posted once, and nothing else: taskyard's own entry point runs the coroutine and
+  // settles the task there. Launched with co_spawn (Boost other than 1.81, or
+  // TASKYARD_LAUNCH_WITH_CO_SPAWN), the end takes one more turn: co_spawn posts once more before
+  // completing a coroutine that never suspended.
+  asio::io_context ioc{1};
+  App app{"one-turn", ioc};
+  asio::co_spawn(ioc, app.serve(), asio::detached);
+  ioc.poll(); // the lifecycle runs until it waits for stop()
+  bool ran = false;
+  Task<int> t = app.add_task([&ran]() -> asio::awaitable<int> {
+    ran = true;
+    co_return 7;
+  });
+  CHECK(ioc.poll_one() == 1);
+  CHECK(ran);
+  CHECK(t.done() == taskyard::detail::launches_directly);
+  ioc.poll();
+  REQUIRE(t.done());
+  CHECK(t.result() == 7);
+  app.stop();
+  ioc.run();
 }
 
 TEST_CASE("tasks added before run start when the App starts, and callables are invoked only then",

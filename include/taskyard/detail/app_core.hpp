@@ -19,6 +19,7 @@
 #include <taskyard/config.hpp>
 #include <taskyard/detail/intrusive_list.hpp>
 #include <taskyard/detail/small_mutex.hpp>
+#include <taskyard/detail/task_launch.hpp>
 #include <taskyard/detail/task_state.hpp>
 #include <taskyard/detail/wait_list.hpp>
 #include <taskyard/errors.hpp>
@@ -27,7 +28,6 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -57,81 +57,6 @@ public:
   virtual ~deferred_start() = default;
   virtual void start() = 0;
 };
-
-/// Owns the task's state for as long as its coroutine frame exists, and says when that ends.
-template <typename T>
-class frame_ref {
-public:
-  explicit frame_ref(std::shared_ptr<task_state<T>> s) noexcept : state_(std::move(s)) {}
-  frame_ref(frame_ref&& other) noexcept = default;
-  frame_ref(const frame_ref&) = delete;
-  frame_ref& operator=(const frame_ref&) = delete;
-  frame_ref& operator=(frame_ref&&) = delete;
-  ~frame_ref() {
-    if (state_) state_->frame_destroyed();
-  }
-  task_state<T>& operator*() const noexcept { return *state_; }
-  task_state<T>* operator->() const noexcept { return state_.get(); }
-
-private:
-  std::shared_ptr<task_state<T>> state_;
-};
-
-/// The coroutine every task runs in: it keeps the task's factory (and so a lambda's captures) alive
-/// until the task ends, and stores the outcome in the state.
-template <typename T, typename Factory>
-boost::asio::awaitable<void> run_task(frame_ref<T> state, Factory factory) {
-  std::exception_ptr failure;
-  bool aborted = false;
-  try {
-    if constexpr (std::is_void_v<T>) {
-      co_await factory();
-    } else {
-      state->set_value(co_await factory());
-    }
-  } catch (const boost::system::system_error& e) {
-    aborted = e.code() == boost::asio::error::operation_aborted;
-    failure = std::current_exception();
-  } catch (...) {
-    failure = std::current_exception();
-  }
-  state->end(std::move(failure), aborted);
-}
-
-/// What co_spawn calls when a task's coroutine has ended (its frames already destroyed).
-///
-/// It names the task's cancellation slot as a member rather than through bind_cancellation_slot:
-/// with the binder, co_spawn believes the handler has an executor of its own and forwards each
-/// emitted cancellation through the task's executor, where the gate would swallow it once the App
-/// gives up on the task. Without it, co_spawn emits synchronously, here on the strand.
-template <typename T>
-struct task_completion {
-  std::shared_ptr<task_state<T>> state;
-
-  using cancellation_slot_type = boost::asio::cancellation_slot;
-  cancellation_slot_type get_cancellation_slot() const noexcept {
-    return state->cancellation_slot();
-  }
-
-  void operator()(std::exception_ptr e) {
-    // Only an allocation failure in co_spawn itself arrives here as e: the task's own exceptions
-    // are caught by run_task.
-    wait_list::node* woken = state->settle(std::move(e));
-    // The task's frames are gone and this handler is the last thing co_spawn runs for it, so a
-    // waiter that may run on this thread resumes here rather than a turn later. This reference
-    // goes first: a waiter that purges the task then sees it go, as it would had it been posted.
-    state.reset();
-    wait_list::complete_detached(woken, wait_list::wake::in_place);
-  }
-};
-
-/// Spawns a task's coroutine on `ex`, its executor. Called on that executor.
-template <typename T, typename Factory>
-void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>> state,
-                Factory&& factory) {
-  auto coroutine = run_task<T>(frame_ref<T>(state), std::forward<Factory>(factory));
-  boost::asio::co_spawn(std::move(ex), std::move(coroutine), task_completion<T>{std::move(state)});
-}
 
 /// Returns `take()` (take_gate or begin_running). If the gate pool cannot grow, the task fails with
 /// std::bad_alloc, as it would if co_spawn could not allocate, and no switch is returned.
