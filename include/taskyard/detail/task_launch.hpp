@@ -89,9 +89,9 @@ void settle_launched(std::shared_ptr<task_state<T>>& state, std::exception_ptr e
 /// the state (see task_state_base::end), classifying a failure where it is caught, which costs
 /// nothing, where finding out from the exception_ptr later would rethrow it.
 ///
-/// `Frame` is awaitable<void> under co_spawn, whose completion handler then settles the task; or the
-/// entry point of an awaitable thread, and the coroutine settles the task itself once the user's
-/// coroutine and the factory are gone. `work` is kept as long as the frame.
+/// `Frame` is awaitable<void> under co_spawn, whose completion handler then settles the task; or
+/// the entry point of an awaitable thread, and the coroutine settles the task itself once the
+/// user's coroutine and the factory are gone. `work` is kept as long as the frame.
 template <typename Frame, typename T, typename Factory, typename... Work>
 Frame run_task(std::shared_ptr<task_state<T>> state, Factory factory, Work... work) {
   {
@@ -136,9 +136,10 @@ void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>
     // The cancellation state goes in the memory the switch's signal kept from the task before.
     const boost::asio::cancellation_state cancellation(slot);
     // Outstanding work until the task's frame is gone, as co_spawn counts it.
-    auto work = boost::asio::prefer(state->io_executor(),
-                                    boost::asio::execution::outstanding_work.tracked);
-    entry_point entry = run_task<entry_point>(state, std::forward<Factory>(factory), std::move(work));
+    auto work =
+        boost::asio::prefer(state->io_executor(), boost::asio::execution::outstanding_work.tracked);
+    entry_point entry =
+        run_task<entry_point>(state, std::forward<Factory>(factory), std::move(work));
     thread t(std::move(entry), boost::asio::any_io_executor(std::move(ex)), slot, cancellation);
     launched = true;
     t.launch();
@@ -175,8 +176,7 @@ struct task_completion {
 template <typename T, typename Factory>
 void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>> state,
                 Factory&& factory) {
-  auto coroutine =
-      run_task<boost::asio::awaitable<void>>(state, std::forward<Factory>(factory));
+  auto coroutine = run_task<boost::asio::awaitable<void>>(state, std::forward<Factory>(factory));
   boost::asio::co_spawn(std::move(ex), std::move(coroutine), task_completion<T>{std::move(state)});
 }
 
