@@ -101,11 +101,11 @@ public:
   ///
   /// The task's only waiter, if the thread that ends the task may run its executor
   /// (asio::dispatch's rule), resumes there and then, as the task's coroutine ends, as a coroutine
-  /// awaiting `co_spawn(..., use_awaitable)` does; several waiters, or one on another thread, are
-  /// resumed through their executors. A chain of tasks each waiting for the one before resumes in
-  /// place only so deep (8), and the rest on later turns of the io_context, so that it never grows
-  /// the stack without bound. A task cancelled before it started, or given up on, wakes its waiters
-  /// through their executors.
+  /// awaiting `co_spawn(..., use_awaitable)` does (the task's own frames are gone by then); several
+  /// waiters, or one on another thread, are resumed through their executors. A chain of tasks each
+  /// waiting for the one before resumes in place only so deep (8), and the rest on later turns of
+  /// the io_context, so that it never grows the stack without bound. A task cancelled before it
+  /// started, or given up on, wakes its waiters through their executors.
   [[nodiscard]] boost::asio::awaitable<T> wait() const { return wait_for(state_); }
 
   /// The result of a finished task; rethrows its exception, or throws operation_aborted if it was

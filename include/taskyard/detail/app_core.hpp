@@ -59,7 +59,7 @@ public:
 };
 
 /// Returns `take()` (take_gate or begin_running). If the gate pool cannot grow, the task fails with
-/// std::bad_alloc, as it would if co_spawn could not allocate, and no switch is returned.
+/// std::bad_alloc, as it would if its launch could not allocate, and no switch is returned.
 template <typename Take>
 gate_ref take_gate_or_fail(task_state_base& state, Take take) {
   try {
@@ -94,7 +94,7 @@ struct task_start {
 /// so that a task cancelled before then never takes one.
 ///
 /// A task that cannot be started (its switch or its start cannot be allocated) fails with the
-/// exception, std::bad_alloc, as it would had co_spawn been unable to allocate: it is not thrown.
+/// exception, std::bad_alloc, as it would had its launch been unable to allocate: it is not thrown.
 template <typename T, typename Factory>
 void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&& factory) {
   // Else a throw on its way to the coroutine would leave the task neither started nor failed (a

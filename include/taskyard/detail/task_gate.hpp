@@ -14,10 +14,10 @@
 //
 // Each switch comes with a strand of its own, made with it and kept by it (none on an io_context
 // run by one thread, where the io_context serialises everything already), and with the task's
-// cancellation signal, so that the memory co_spawn takes for its cancellation handler goes from
-// one task to the next (see gate_slot::signal). Two unfinished tasks never share a strand; a task
-// may be given the strand of one that has finished (see gate_pool for what that means for the work
-// a task leaves behind).
+// cancellation signal, so that the memory a task's launch takes for its cancellation state goes
+// from one task to the next (see gate_slot::signal). Two unfinished tasks never share a strand; a
+// task may be given the strand of one that has finished (see gate_pool for what that means for the
+// work a task leaves behind).
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -66,12 +66,13 @@ struct gate_slot {
   /// Made before the slot is first handed out, and never changed: null on an io_context run by one
   /// thread.
   strand_service::implementation_type strand;
-  /// The cancellation signal of the task holding the slot, to which co_spawn binds the task. The
-  /// handler co_spawn installs in it, and the cancellation state of the task's coroutines under
-  /// that, are two allocations that a signal in the task's state would make anew for every task.
-  /// Here the handler stays when the task finishes, and the next task's co_spawn replaces it in the
-  /// same memory; the cancellation state freed with the old handler is the block Asio's cache of
-  /// the thread hands to the new one (co_spawn runs on a thread that runs the io_context).
+  /// The cancellation signal of the task holding the slot, to which the task's launch (see
+  /// task_launch.hpp) binds the cancellation state of its coroutines: the handler that state
+  /// installs in it (and, launched with co_spawn, co_spawn's own handler, with the state under it)
+  /// is an allocation that a signal in the task's state would make anew for every task. Here the
+  /// handler stays when the task finishes, and the next task's launch replaces it in the same
+  /// memory (with co_spawn, the state freed with the old handler is the block Asio's cache of the
+  /// thread hands to the new one: the launch runs on a thread that runs the io_context).
   boost::asio::cancellation_signal signal;
 };
 
@@ -89,7 +90,7 @@ public:
     return slot_->strand;
   }
 
-  /// The slot co_spawn binds the task's cancellation to.
+  /// The slot the task's launch binds its cancellation to.
   [[nodiscard]] boost::asio::cancellation_slot cancellation_slot() const noexcept {
     return slot_->signal.slot();
   }
@@ -176,9 +177,9 @@ public:
   }
 
   /// Hands a finished task's switch back for another task, unless it was thrown (or handed back
-  /// already: a second call does nothing). The cancellation handler co_spawn installed in its
-  /// signal stays, for the next task's co_spawn to replace in the same memory. Called where
-  /// co_spawn never ran for the task, or is done with it.
+  /// already: a second call does nothing). The cancellation handler the launch installed in its
+  /// signal stays, for the next task's launch to replace in the same memory. Called where the
+  /// launch never ran for the task, or is done with its signal.
   void release(const gate_ref& gate) {
     std::uint64_t expected = gate.held();
     if (!gate.slot_->word.compare_exchange_strong(expected, gate.held() + 2U,

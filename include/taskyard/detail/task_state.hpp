@@ -232,14 +232,15 @@ public:
   }
 
   /// Settles the outcome of a task whose coroutine has ended (see end) or could not run (`e`, if
-  /// end was never called: an allocation failure in co_spawn, or finish's), and returns the
+  /// end was never called: an allocation failure in its launch, or finish's), and returns the
   /// waiters, unlinked, for the caller to wake with wait_list::complete_detached once it no longer
-  /// needs the state (each waiter keeps the state alive itself). Called by the task's completion,
-  /// on its strand, once its coroutine frames are gone. Null if there are no waiters, or if the
+  /// needs the state (each waiter keeps the state alive itself). Called on the task's strand by
+  /// its launch (see task_launch.hpp), once the user's coroutine frames are gone and nothing will
+  /// use the task's cancellation signal again. Null if there are no waiters, or if the
   /// task had already finished (given up on, or finished by abandon).
   [[nodiscard]] wait_list::node* settle(std::exception_ptr e) {
     std::unique_lock<small_mutex> lock(mutex_);
-    // The switch goes back here, where co_spawn is done with the cancellation signal that comes
+    // The switch goes back here, where the launch is done with the cancellation signal that comes
     // with it, even if the task was finished by abandon (a switch that was thrown stays thrown).
     release_gate_locked();
     if (finished_locked()) return nullptr; // given up on already
@@ -270,7 +271,7 @@ public:
   /// up on the task; false if the task had finished, or if its coroutine had already ended (it
   /// raced with shutdown and won): such a task finishes here with the outcome it ended with, as
   /// its completion, which finds it finished, would have. Its completion still hands its switch
-  /// back: until then co_spawn's frames may use the cancellation signal that comes with it.
+  /// back: until then the launch's frames may use the cancellation signal that comes with it.
   bool abandon() {
     std::unique_lock<small_mutex> lock(mutex_);
     if (finished_locked()) return false; // its frames are gone already
@@ -348,7 +349,7 @@ public:
         token);
   }
 
-  /// The slot co_spawn binds the task's cancellation to.
+  /// The slot the task's launch binds its cancellation to.
   boost::asio::cancellation_slot cancellation_slot() noexcept { return gate_.cancellation_slot(); }
 
   // Links in the owner's list of unfinished tasks, and in the registry's registration order; each
@@ -391,9 +392,9 @@ private:
   }
 
   // Hands the switch back, unless it was thrown, or handed back already; or, while the task's
-  // start is being posted, puts that off until start_posted. Only where co_spawn has not run for
-  // the task, or is done with it: the switch's cancellation signal holds co_spawn's cancellation
-  // handler, and the next task to take the switch replaces it.
+  // start is being posted, puts that off until start_posted. Only where the launch has not run for
+  // the task, or is done with its signal: the switch's cancellation signal holds the handler the
+  // launch installed, and the next task to take the switch replaces it.
   void release_gate_locked() {
     if (gates_ == nullptr) return;
     if ((flags_.load(std::memory_order_relaxed) & posting_start) != 0)
