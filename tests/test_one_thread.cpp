@@ -11,8 +11,6 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
 #include <atomic>
@@ -269,38 +267,6 @@ TEST_CASE("on an io_context made for one thread, a coroutine a task awaits may c
   // child's co_spawn, and out of io_context::run.
   CHECK(child_saw_aborted);
   CHECK(parent.cancelled());
-}
-
-TEST_CASE("on an io_context made for one thread, cancel_task reaches the task without a turn of "
-          "its own: the task resumes on the next turn",
-          "[one_thread][cancel]") {
-  // cancel_task's caller is suspended when the cancellation is emitted, so it is emitted in place
-  // (Task::cancel, whose caller may be running inside the task, posts it: one turn more).
-  asio::io_context ioc{1};
-  App app{"one-thread-cancel-in-place", ioc};
-  asio::co_spawn(ioc, app.serve(), asio::detached);
-  ioc.poll(); // the lifecycle runs until it waits for stop()
-  asio::steady_timer never(ioc, asio::steady_timer::time_point::max());
-  Task<> sleeper = app.add_task(
-      [&]() -> asio::awaitable<void> {
-        auto [ec] = co_await never.async_wait(asio::as_tuple(asio::use_awaitable));
-        (void)ec; // returns once cancelled
-      },
-      "sleeper");
-  ioc.poll(); // it starts, and waits
-  bool found = false;
-  asio::post(ioc, [&] {
-    asio::co_spawn(
-        ioc, [&]() -> asio::awaitable<void> { found = co_await app.cancel_task("sleeper"); },
-        asio::detached);
-  });
-  CHECK(ioc.poll_one() == 1); // the caller runs, and cancels: the timer's wait completes
-  CHECK_FALSE(sleeper.done());
-  CHECK(ioc.poll_one() == 1); // the task resumes and ends; its lone waiter resumes in place
-  CHECK(sleeper.cancelled());
-  CHECK(found);
-  app.stop();
-  ioc.run();
 }
 
 TEST_CASE("on an io_context made for one thread, a cancellation that arrives after its task has "

@@ -543,13 +543,12 @@ private:
       std::exception_ptr failure;
       bool found = false;
       std::shared_ptr<detail::task_state_base> unfinished; // its only reference here
-      std::optional<detail::gate_ref> gate;                // to emit, once the wait is set up
       try {
         if (name.empty()) throw invalid_task_name();
         if (auto task = core->registry.find(name)) {
           found = true;
-          gate = task->state_->record_cancel(std::move(message));
-          if (!task->state_->finished()) unfinished = std::move(task->state_);
+          task->state_->request_cancel(std::move(message));
+          if (!task->state_->finished()) unfinished = task->state_;
         } else if (on_missing == missing_task::raise) {
           throw task_not_found(name);
         }
@@ -559,19 +558,10 @@ private:
       if (unfinished) {
         // Outside the try: the handler is moved into the wait, whatever the wait throws.
         auto& state = *unfinished;
-        const auto io = state.io_executor();
         state.async_wait_finished(
             finished_waiter<Handler>{std::move(handler), std::move(unfinished)});
-        // The caller is suspended here, so the cancellation may reach the task in place when this
-        // thread runs it, without a turn of its own; the wait is set up first, so that a task that
-        // cancels itself, or a coroutine it awaits, sees the cancellation at this co_await. It
-        // may resume the caller before it returns: nothing of this initiation is used after.
-        if (gate)
-          detail::task_state_base::emit_cancellation(
-              *gate, io, detail::task_state_base::emission::in_place_if_here);
         return;
       }
-      if (gate) detail::task_state_base::emit_cancellation(*gate, core->ioc.get_executor());
       // Done at once: the caller resumes in place, as it did when cancel_task was a coroutine, but
       // within a bound, since a loop of such calls would resume it ever deeper on the stack. This
       // initiation lives in the frame that resumption destroys: nothing of it is used after.

@@ -107,19 +107,8 @@ public:
   /// Requests cancellation; see Task::cancel. Returns false if the task had already finished, or
   /// its coroutine had already ended (its outcome is settled even if done() is not yet true).
   bool request_cancel(std::string message) {
-    const std::optional<gate_ref> gate = record_cancel(std::move(message));
-    if (!gate) return false;
-    emit_cancellation(*gate, io_executor_);
-    return true;
-  }
-
-  /// The first half of request_cancel: records the request, and returns the switch whose signal
-  /// must then be emitted (see emit_cancellation); nothing if the task had already finished, or its
-  /// coroutine had already ended. A task that had not started is cancelled here and now, and the
-  /// switch returned is then none, which emits nothing.
-  std::optional<gate_ref> record_cancel(std::string message) {
     std::unique_lock<small_mutex> lock(mutex_);
-    if (finished_locked() || ended_) return std::nullopt;
+    if (finished_locked() || ended_) return false;
     cancel_requested_ = true;
     set_cancel_message(std::move(message));
     if (status_ == task_status::pending) {
@@ -127,43 +116,12 @@ public:
       set_status(task_status::cancelled);
       release_gate_locked();
       complete_locked(lock);
-      return gate_ref{};
+      return true;
     }
-    return gate_;
-  }
-
-  /// How emit_cancellation reaches the task.
-  enum class emission : unsigned char {
-    /// Always posted to where the task runs. For a caller that may be running inside the task.
-    posted,
-    /// Emitted in place if the caller already runs where the task runs (its strand, or the
-    /// io_context made for one thread), posted otherwise. Only for a caller that is not running
-    /// any of the task's coroutines: cancel_task's initiation, whose caller is suspended.
-    in_place_if_here,
-  };
-
-  /// Emits a terminal cancellation to the task that holds `gate` (from record_cancel), whose
-  /// executor without its switch is `io` (so that cancellation still reaches a task that has been
-  /// given up on). If the task has finished in the meantime and its switch has gone to another
-  /// task, the strand that comes with the switch is still the one it ran on, and emit_terminal sees
-  /// another generation: dropped.
-  ///
-  /// Posted by default, even from the task's own thread: a terminal cancellation also reaches the
-  /// coroutines the task has co_spawn'd and awaits, and one of them may be the caller, running;
-  /// marked cancelled while running, it would see the cancellation at co_spawn's own last co_await
-  /// if it ended without suspending again, and throw it out of io_context::run. Posted, it reaches
-  /// them all where they are suspended; emitted in place by a caller that is suspended already,
-  /// too.
-  static void emit_cancellation(const gate_ref& gate, const io_executor_type& io,
-                                emission how = emission::posted) {
-    if (!gate.valid()) return; // no switch: it never started, nothing to interrupt
-    if (how == emission::in_place_if_here &&
-        (gate.strand() ? strand_service::running_in_this_thread(gate.strand())
-                       : io.running_in_this_thread())) {
-      gate.emit_terminal();
-      return;
-    }
-    post_to_task(gate, io, [gate] { gate.emit_terminal(); });
+    const gate_ref gate = gate_;
+    lock.unlock();
+    emit_cancellation(gate);
+    return true;
   }
 
   /// Gives a pending task its switch, and with it its strand, from `gates` (see task_gate.hpp);
@@ -286,7 +244,7 @@ public:
     forced_ = true;
     release_gate_locked(); // a task that never started; a running task's switch is thrown
     complete_locked(lock);
-    emit_cancellation(gate, io_executor_);
+    emit_cancellation(gate);
     return true;
   }
 
@@ -415,6 +373,22 @@ private:
     lock.unlock();
     if (owner_) owner_->task_finished(*this);
     return woken;
+  }
+
+  // The signal may only be emitted where the task runs: its strand (or, without one, the
+  // io_context's executor, which one thread runs), which is its executor without the switch, so
+  // cancellation still reaches a task that has been given up on. Called for an unfinished task
+  // only; if it finishes in the meantime and its switch goes to another task, the strand that comes
+  // with the switch is still the one it ran on, and emit_terminal sees another generation: dropped.
+  //
+  // Always posted, never emitted in place, even from the task's own thread: a terminal
+  // cancellation also reaches the coroutines the task has co_spawn'd and awaits, and one of them
+  // may be the caller, running; marked cancelled while running, it would see the cancellation at
+  // co_spawn's own last co_await if it ended without suspending again, and throw it out of
+  // io_context::run. Posted, it reaches them all where they are suspended.
+  void emit_cancellation(const gate_ref& gate) {
+    if (!gate.valid()) return; // no switch: it never started, nothing to interrupt
+    post_to_task(gate, io_executor_, [gate] { gate.emit_terminal(); });
   }
 
   // Bits of flags_.
