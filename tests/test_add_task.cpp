@@ -8,6 +8,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/version.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -46,6 +47,18 @@ struct throws_when_moved {
   ~throws_when_moved() = default;
   asio::awaitable<int> operator()() const { co_return 5; }
 };
+
+/// Counts its live copies: a capture, and a task's result.
+template <typename Tag>
+struct counted_copies {
+  static inline int live = 0;
+  counted_copies() noexcept { ++live; }
+  counted_copies(const counted_copies&) noexcept { ++live; }
+  counted_copies& operator=(const counted_copies&) = delete;
+  ~counted_copies() { --live; }
+};
+using counted = counted_copies<struct capture_tag>;
+using counted_result = counted_copies<struct result_tag>;
 
 } // namespace
 
@@ -119,6 +132,37 @@ TEST_CASE("a lambda's captures live as long as its task", "[add_task]") {
   });
 }
 
+TEST_CASE("when a waiter resumes, its task's captures are gone, and with the last handle its "
+          "state and result",
+          "[add_task]") {
+  // The task never suspends: it ends inside the turn that starts it, and its lone waiter resumes
+  // right there (see Task::wait). The capture is const, so every move of the lambda copies it.
+  asio::io_context ioc{1};
+  App app{"captures-gone", ioc};
+  int captures_when_resumed = -1;
+  int results_without_handle = -1;
+  asio::co_spawn(ioc, app.serve(), asio::detached);
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        {
+          Task<counted_result> t = [&] {
+            const counted capture;
+            return app.add_task(
+                [capture]() -> asio::awaitable<counted_result> { co_return counted_result{}; });
+          }();
+          (void)co_await t.wait();
+          captures_when_resumed = counted::live;
+        }
+        results_without_handle = counted_result::live;
+        app.stop();
+      },
+      asio::detached);
+  ioc.run();
+  CHECK(captures_when_resumed == 0);
+  CHECK(results_without_handle == 0);
+}
+
 TEST_CASE("a callable whose move may throw is never moved on its task's way: copied, it runs; "
           "moved, add_task throws and adds nothing",
           "[add_task]") {
@@ -174,6 +218,11 @@ TEST_CASE("a task that never suspends finishes in the turn of the io_context tha
     ran = true;
     co_return 7;
   });
+#if BOOST_VERSION / 100 == 1081 && !defined(TASKYARD_LAUNCH_WITH_CO_SPAWN)
+  STATIC_REQUIRE(taskyard::detail::launches_directly);
+#else
+  STATIC_REQUIRE_FALSE(taskyard::detail::launches_directly);
+#endif
   CHECK(ioc.poll_one() == 1);
   CHECK(ran);
   CHECK(t.done() == taskyard::detail::launches_directly);

@@ -7,7 +7,10 @@
 #include <catch2/catch.hpp>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -283,6 +286,57 @@ TEST_CASE("a task that cancels itself by name does not hang: it ends cancelled",
     CHECK(cancel_returned);
     CHECK(me.cancel_message() == "by myself");
   });
+}
+
+TEST_CASE("cancel_task from a coroutine that a running child of the task launched inline: the "
+          "child's end is not disturbed, and the task ends cancelled",
+          "[cancel]") {
+  // The task awaits a child through co_spawn. The child, before it ever suspends, co_spawns a
+  // coroutine that runs inline (co_spawn dispatches to an executor its caller runs) and cancels the
+  // task by name, then returns without suspending. A cancellation emitted then and there would
+  // mark the running child cancelled, and co_spawn's last co_await in it would throw
+  // operation_aborted out of io_context::run, leaving the task unfinished.
+  auto scenario = [](asio::io_context& ioc) {
+    App app{"inline-canceller", ioc};
+    bool child_returned = false;
+    bool task_saw_child_end = false;
+    bool canceller_found = false;
+    Task<> task;
+    test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+      task = a.add_task(
+          [&](App& app_) -> asio::awaitable<void> {
+            auto ex = co_await asio::this_coro::executor;
+            co_await asio::co_spawn(
+                ex,
+                [&]() -> asio::awaitable<void> {
+                  asio::co_spawn(
+                      ex,
+                      [&]() -> asio::awaitable<void> {
+                        canceller_found = co_await app_.cancel_task("parent");
+                      },
+                      asio::detached);
+                  child_returned = true;
+                  co_return; // without suspending
+                },
+                asio::use_awaitable);
+            task_saw_child_end = true;
+          },
+          "parent");
+      co_await test::wait_error(task);
+    });
+    CHECK(child_returned);
+    CHECK(task_saw_child_end);
+    CHECK(canceller_found);
+    CHECK(task.cancelled()); // it returned after its cancellation was requested
+  };
+  SECTION("on an io_context made for one thread") {
+    asio::io_context ioc{1};
+    scenario(ioc);
+  }
+  SECTION("on an io_context any number of threads may run: a strand per task") {
+    asio::io_context ioc;
+    scenario(ioc);
+  }
 }
 
 TEST_CASE("cancelling a task added before run makes it cancelled at once: it never runs",

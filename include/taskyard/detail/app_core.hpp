@@ -71,10 +71,12 @@ gate_ref take_gate_or_fail(task_state_base& state, Take take) {
 }
 
 /// What start_task posts: it takes the task's switch (marking it running) and spawns its coroutine.
+/// The factory is optional so that the launch can destroy what a move leaves of it before the task
+/// runs (a lambda's const captures are copied, not moved).
 template <typename T, typename Factory>
 struct task_start {
   gate_pool* gates;
-  Factory factory;
+  std::optional<Factory> factory;
   std::shared_ptr<task_state<T>> state;
 
   void operator()() {
@@ -82,7 +84,7 @@ struct task_start {
         take_gate_or_fail(*state, [&] { return state->begin_running(*gates); });
     if (!running.valid()) return; // cancelled before it could start, or failed
     task_state_base::executor_type ex(state->io_executor(), running);
-    spawn_task<T>(std::move(ex), std::move(state), std::move(factory));
+    spawn_task<T>(std::move(ex), std::move(state), factory);
   }
 };
 

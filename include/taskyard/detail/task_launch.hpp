@@ -46,6 +46,7 @@
 
 #include <exception>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -61,24 +62,37 @@ namespace taskyard::detail {
 /// if with co_spawn.
 inline constexpr bool launches_directly = TASKYARD_DETAIL_LAUNCH_DIRECT != 0;
 
-/// Tells the task's state when the coroutine frame that holds it is destroyed, by whatever path.
-class frame_guard {
+/// Owns the task's state for as long as its coroutine frame exists, and says when that ends.
+template <typename T>
+class frame_ref {
 public:
-  explicit frame_guard(task_state_base& s) noexcept : state_(&s) {}
-  frame_guard(const frame_guard&) = delete;
-  frame_guard& operator=(const frame_guard&) = delete;
-  ~frame_guard() { state_->frame_destroyed(); }
+  explicit frame_ref(std::shared_ptr<task_state<T>> s) noexcept : state_(std::move(s)) {}
+  frame_ref(frame_ref&& other) noexcept = default;
+  frame_ref(const frame_ref&) = delete;
+  frame_ref& operator=(const frame_ref&) = delete;
+  frame_ref& operator=(frame_ref&&) = delete;
+  ~frame_ref() {
+    if (state_) state_->frame_destroyed();
+  }
+  task_state<T>* operator->() const noexcept { return state_.get(); }
+
+  /// Says now that the frame is gone (what is left of it holds nothing of the user's), and hands
+  /// the state over.
+  std::shared_ptr<task_state<T>> release() noexcept {
+    state_->frame_destroyed();
+    return std::move(state_);
+  }
 
 private:
-  task_state_base* state_;
+  std::shared_ptr<task_state<T>> state_;
 };
 
 /// Settles a task whose coroutine has ended or could not run (`e`), and wakes its waiters: a lone
 /// waiter that may run on this thread resumes here, rather than a turn later. `state` is the
-/// launch's reference, and goes first: a waiter that purges the task then sees it go, as it would
-/// had it been posted.
+/// launch's last reference, and goes first: a waiter that purges the task then sees it go, as it
+/// would had it been posted.
 template <typename T>
-void settle_launched(std::shared_ptr<task_state<T>>& state, std::exception_ptr e) {
+void settle_launched(std::shared_ptr<task_state<T>> state, std::exception_ptr e) {
   wait_list::node* woken = state->settle(std::move(e));
   state.reset();
   wait_list::complete_detached(woken, wait_list::wake::in_place);
@@ -89,32 +103,33 @@ void settle_launched(std::shared_ptr<task_state<T>>& state, std::exception_ptr e
 /// the state (see task_state_base::end), classifying a failure where it is caught, which costs
 /// nothing, where finding out from the exception_ptr later would rethrow it.
 ///
-/// `Frame` is awaitable<void> under co_spawn, whose completion handler then settles the task; or
-/// the entry point of an awaitable thread, and the coroutine settles the task itself once the
-/// user's coroutine and the factory are gone. `work` is kept as long as the frame.
+/// `Frame` is awaitable<void> under co_spawn, whose completion handler then settles the task once
+/// this frame is gone. Or it is the entry point of an awaitable thread, and the coroutine settles
+/// the task itself, in the same order: the factory goes, then the frame says it is gone, then the
+/// task is settled with this frame's reference already handed over. Nothing of the user's is left
+/// in the frame then (but `work`, an executor counting outstanding work, kept as long as the
+/// frame).
 template <typename Frame, typename T, typename Factory, typename... Work>
-Frame run_task(std::shared_ptr<task_state<T>> state, Factory factory, Work... work) {
-  {
-    const frame_guard guard(*state);
-    Factory f(std::move(factory));
-    std::exception_ptr failure;
-    bool aborted = false;
-    try {
-      if constexpr (std::is_void_v<T>) {
-        co_await f();
-      } else {
-        state->set_value(co_await f());
-      }
-    } catch (const boost::system::system_error& e) {
-      aborted = e.code() == boost::asio::error::operation_aborted;
-      failure = std::current_exception();
-    } catch (...) {
-      failure = std::current_exception();
+Frame run_task(frame_ref<T> frame, std::optional<Factory> factory, Work... work) {
+  std::exception_ptr failure;
+  bool aborted = false;
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await (*factory)();
+    } else {
+      frame->set_value(co_await (*factory)());
     }
-    state->end(std::move(failure), aborted);
+  } catch (const boost::system::system_error& e) {
+    aborted = e.code() == boost::asio::error::operation_aborted;
+    failure = std::current_exception();
+  } catch (...) {
+    failure = std::current_exception();
   }
-  if constexpr (!std::is_same_v<Frame, boost::asio::awaitable<void>>)
-    settle_launched(state, nullptr);
+  frame->end(std::move(failure), aborted);
+  if constexpr (!std::is_same_v<Frame, boost::asio::awaitable<void>>) {
+    factory.reset();
+    settle_launched(frame.release(), nullptr);
+  }
   ((void)work, ...);
 }
 
@@ -123,12 +138,12 @@ Frame run_task(std::shared_ptr<task_state<T>> state, Factory factory, Work... wo
 using entry_point = boost::asio::awaitable<boost::asio::detail::awaitable_thread_entry_point,
                                            boost::asio::any_io_executor>;
 
-/// Launches a task's coroutine on `ex`, its executor, with its switch taken. Called on that
-/// executor. If the launch cannot be allocated, the task fails with the exception (std::bad_alloc),
-/// as it would had co_spawn been unable to allocate.
+/// Launches a task's coroutine on `ex`, its executor, with its switch taken, and empties `factory`.
+/// Called on that executor. If the launch cannot be allocated, the task fails with the exception
+/// (std::bad_alloc), as it would had co_spawn been unable to allocate.
 template <typename T, typename Factory>
 void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>> state,
-                Factory&& factory) {
+                std::optional<Factory>& factory) {
   using thread = boost::asio::detail::awaitable_thread<boost::asio::any_io_executor>;
   const boost::asio::cancellation_slot slot = state->cancellation_slot();
   bool launched = false;
@@ -139,14 +154,19 @@ void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>
     auto work =
         boost::asio::prefer(state->io_executor(), boost::asio::execution::outstanding_work.tracked);
     entry_point entry =
-        run_task<entry_point>(state, std::forward<Factory>(factory), std::move(work));
+        run_task<entry_point>(frame_ref<T>(state), std::move(factory), std::move(work));
     thread t(std::move(entry), boost::asio::any_io_executor(std::move(ex)), slot, cancellation);
     launched = true;
+    // The frame holds what the task needs; a task that never suspends is settled inside launch(),
+    // by then with no other reference from here, nor what the factory's move left behind.
+    factory.reset();
+    state.reset();
     t.launch();
   } catch (...) {
     if (launched) throw; // out of the task's own run, as out of co_spawn's: not a launch failure
+    factory.reset();
     state->frame_destroyed(); // it never had a frame
-    settle_launched(state, std::current_exception());
+    settle_launched(std::move(state), std::current_exception());
   }
 }
 
@@ -169,14 +189,15 @@ struct task_completion {
 
   // Only an allocation failure in co_spawn itself arrives here as e: the task's own exceptions
   // are caught by run_task.
-  void operator()(std::exception_ptr e) { settle_launched(state, std::move(e)); }
+  void operator()(std::exception_ptr e) { settle_launched(std::move(state), std::move(e)); }
 };
 
-/// Spawns a task's coroutine on `ex`, its executor. Called on that executor.
+/// Spawns a task's coroutine on `ex`, its executor, and empties `factory`. Called on that executor.
 template <typename T, typename Factory>
 void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>> state,
-                Factory&& factory) {
-  auto coroutine = run_task<boost::asio::awaitable<void>>(state, std::forward<Factory>(factory));
+                std::optional<Factory>& factory) {
+  auto coroutine = run_task<boost::asio::awaitable<void>>(frame_ref<T>(state), std::move(factory));
+  factory.reset();
   boost::asio::co_spawn(std::move(ex), std::move(coroutine), task_completion<T>{std::move(state)});
 }
 
