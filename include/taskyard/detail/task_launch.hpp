@@ -6,25 +6,25 @@
 // coroutine runs, its outcome is recorded in the task's state, and the task is settled, its waiters
 // woken, once its frames are gone.
 //
-// With the Boost versions taskyard knows the internals of (1.81), a task's coroutine is launched
-// the way co_spawn launches one, on an Asio "awaitable thread", but under an entry point of
-// taskyard's own (task_entry) rather than co_spawn's, which wraps the user's coroutine in one more:
-// co_spawn's entry point dispatches to the executor first and posts once more at the end if the
-// coroutine never suspended (two use_awaitable initiations and a trip through the scheduler, so
-// that its completion handler never runs inside co_spawn's call), and taskyard's outcome is then
-// recorded by a wrapper coroutine of its own between the two. taskyard's start is already posted
-// and runs on the task's executor, so none of that is needed: task_entry runs the user's
-// coroutine, records the outcome and settles the task, one frame under the user's. It binds the
-// task's cancellation state directly to the signal that comes with the task's switch (co_spawn
-// binds a handler of its own there, which forwards to a signal of its own). What co_spawn keeps,
-// task_entry keeps too: a tracked executor, so that io_context::run does not return while the task
-// is unfinished, the executor the coroutine runs on, and the cancellation filter (terminal only).
+// With the Boost version whose internals taskyard knows (1.81), a task's coroutine is launched the
+// way co_spawn launches one, on an Asio "awaitable thread" (asio::detail::awaitable_thread), but
+// under an entry point of taskyard's own, run_task. co_spawn's entry point would wrap it in one
+// more coroutine, which dispatches to the executor first and, if the coroutine never suspended,
+// posts once more at the end (two use_awaitable initiations, and a trip through the scheduler, so
+// that its completion handler never runs inside co_spawn's call). A task's start is posted already
+// and runs on the task's executor, so none of that is needed: run_task runs the user's coroutine,
+// records the outcome and settles the task, one frame under the user's. The task's cancellation
+// state is bound directly to the signal that comes with its switch (co_spawn binds a handler of
+// its own there, which forwards to a signal of its own). What co_spawn keeps, run_task keeps too: a
+// tracked executor, so that io_context::run does not return while the task is unfinished, the
+// executor the coroutine runs on, and the cancellation filter (terminal only).
 //
-// With any other Boost, or with TASKYARD_LAUNCH_WITH_CO_SPAWN defined, a task is launched with
-// co_spawn, its coroutine wrapped in run_task, and settled by co_spawn's completion handler. Both
-// paths keep the same order: the frames (and the factory, and so a lambda's captures) are gone
-// before the task is settled, and the state's last reference from the launch goes before a waiter
-// is woken in place.
+// With any other Boost, or with TASKYARD_LAUNCH_WITH_CO_SPAWN defined (the same way in every
+// translation unit of a program), a task is launched with co_spawn, its coroutine wrapped in the
+// same run_task, and settled by co_spawn's completion handler. Both paths keep the same order: the
+// coroutine ends and its outcome is recorded, the factory (and so a lambda's captures) goes, the
+// frame says it is gone, and the task is settled, the launch's last reference to the state gone
+// before a waiter is woken in place.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
