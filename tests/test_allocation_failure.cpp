@@ -11,7 +11,8 @@
 // it, and then leaves the strand locked: the task fails, and its strand must go to no other task.
 //
 // This test program replaces operator new and delete: a countdown, armed on the calling thread
-// only, makes the n-th allocation throw.
+// only, makes the n-th allocation throw. It replaces aligned_alloc too, with which Asio allocates
+// its coroutine frames: the launch of a task's coroutine must fail the task, not io_context::run.
 //
 
 #include <taskyard/app.hpp>
@@ -64,6 +65,21 @@ thread_local void* at_failure_arg = nullptr;
 [[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
+thread_local long aligned_countdown = -1; // as countdown, for aligned_alloc
+} // namespace
+
+// Asio allocates its coroutine frames, and the memory of cancellation handlers, with aligned_alloc
+// (which std::free frees), not operator new: this one fails when its own countdown says so.
+extern "C" [[gnu::noinline]] void* aligned_alloc(std::size_t align, std::size_t n) noexcept {
+  if (aligned_countdown >= 0 && aligned_countdown-- == 0) {
+    failed = true;
+    return nullptr;
+  }
+  void* p = nullptr;
+  return posix_memalign(&p, align < sizeof(void*) ? sizeof(void*) : align, n) == 0 ? p : nullptr;
+}
+
+namespace {
 
 /// Makes the n-th allocation on this thread fail (the first is 0) while it exists.
 class failing_allocation {
@@ -78,6 +94,18 @@ public:
   }
   failing_allocation(const failing_allocation&) = delete;
   failing_allocation& operator=(const failing_allocation&) = delete;
+};
+
+/// Makes the n-th aligned_alloc on this thread fail (the first is 0) while it exists.
+class failing_aligned_allocation {
+public:
+  explicit failing_aligned_allocation(long n) {
+    aligned_countdown = n;
+    failed = false;
+  }
+  ~failing_aligned_allocation() { aligned_countdown = -1; }
+  failing_aligned_allocation(const failing_aligned_allocation&) = delete;
+  failing_aligned_allocation& operator=(const failing_aligned_allocation&) = delete;
 };
 
 /// Counts the frames that hold it as a parameter: from the coroutine's creation, not its start.
@@ -265,4 +293,43 @@ TEST_CASE("the start of a task failing to be posted as the task is cancelled", "
   REQUIRE(n >= 2);
   CHECK(add_with_failure(s, n - 2, true));
   CHECK(add_with_failure(s, n - 1, true));
+}
+
+TEST_CASE("a task whose launch cannot allocate fails with std::bad_alloc: each of the start's "
+          "aligned allocations failing in turn",
+          "[allocation]") {
+  // The start of a task on an io_context made for one thread is one handler: it takes the task's
+  // switch and launches its coroutine (its cancellation state, the frames Asio allocates). Each
+  // allocation failing there fails the task, and nothing comes out of io_context::run.
+  bool failed_somewhere = false;
+  for (long n = 0;; ++n) {
+    INFO("aligned allocation " << n << " fails");
+    asio::io_context ioc{1};
+    int live = 0;
+    bool hit = false;
+    {
+      App app{"launch", ioc};
+      asio::co_spawn(ioc, app.serve(), asio::detached);
+      ioc.poll(); // the lifecycle runs until it waits for stop()
+      Task<int> t = app.add_task(counted(frame_count(live)));
+      {
+        const failing_aligned_allocation failing(n);
+        REQUIRE_NOTHROW(ioc.poll_one()); // the start
+        hit = failed;
+      }
+      ioc.poll();
+      REQUIRE(t.done());
+      if (hit) {
+        failed_somewhere = true;
+        CHECK_THROWS_AS(t.result(), std::bad_alloc);
+      } else {
+        CHECK(t.result() == 7);
+      }
+      app.stop();
+      ioc.run();
+    }
+    CHECK(live == 0); // the coroutine's frame, made before, destroyed all the same
+    if (!hit) break;
+  }
+  CHECK(failed_somewhere); // the launch allocates on a new io_context: at least the frame
 }

@@ -423,7 +423,8 @@ private:
       Task<T> handle(state);
       core_->admit(state, on_conflict,
                    [&gates = core_->gates, state,
-                    factory = make_factory(std::forward<Source>(source))]() mutable {
+                    factory = detail::coroutine_factory(
+                        make_factory(std::forward<Source>(source)))]() mutable {
                      detail::start_task(gates, std::move(state), std::move(factory));
                    });
       return handle;
@@ -653,8 +654,9 @@ private:
   std::shared_ptr<detail::task_state<void>> start_lifecycle(bool main_process) {
     lifecycle_ = std::make_shared<detail::task_state<void>>(
         "lifecycle of app '" + core_->name + "'", core_, core_->ioc.get_executor());
-    detail::start_task(core_->gates, lifecycle_,
-                       [this, main_process] { return lifecycle(main_process); });
+    detail::start_task(core_->gates, lifecycle_, detail::coroutine_factory([this, main_process] {
+                         return lifecycle(main_process);
+                       }));
     return lifecycle_;
   }
 

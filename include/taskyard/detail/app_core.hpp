@@ -71,20 +71,17 @@ gate_ref take_gate_or_fail(task_state_base& state, Take take) {
 }
 
 /// What start_task posts: it takes the task's switch (marking it running) and spawns its coroutine.
-/// The factory is optional so that the launch can destroy what a move leaves of it before the task
-/// runs (a lambda's const captures are copied, not moved).
-template <typename T, typename Factory>
+template <typename T, typename F>
 struct task_start {
   gate_pool* gates;
-  std::optional<Factory> factory;
+  coroutine_factory<F> factory;
   std::shared_ptr<task_state<T>> state;
 
   void operator()() {
     const gate_ref running =
         take_gate_or_fail(*state, [&] { return state->begin_running(*gates); });
     if (!running.valid()) return; // cancelled before it could start, or failed
-    task_state_base::executor_type ex(state->io_executor(), running);
-    spawn_task<T>(std::move(ex), std::move(state), factory);
+    spawn_task<T>(running, std::move(state), factory);
   }
 };
 
@@ -97,11 +94,9 @@ struct task_start {
 ///
 /// A task that cannot be started (its switch or its start cannot be allocated) fails with the
 /// exception, std::bad_alloc, as it would had its launch been unable to allocate: it is not thrown.
-template <typename T, typename Factory>
-void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&& factory) {
-  // Else a throw on its way to the coroutine would leave the task neither started nor failed (a
-  // callable whose move may throw is boxed: see App::make_factory).
-  static_assert(std::is_nothrow_move_constructible_v<std::decay_t<Factory>>);
+template <typename T, typename F>
+void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state,
+                coroutine_factory<F>&& factory) {
   gate_ref gate;
   std::shared_ptr<task_state<T>> posting; // with a strand: the state, until start_posted
   if (gates.strands()) {
@@ -111,8 +106,7 @@ void start_task(gate_pool& gates, std::shared_ptr<task_state<T>> state, Factory&
   }
   const auto io = state->io_executor();
   task_state<T>& s = *state;
-  task_start<T, std::decay_t<Factory>> start{&gates, std::forward<Factory>(factory),
-                                             std::move(state)};
+  task_start<T, F> start{&gates, std::move(factory), std::move(state)};
   try {
     post_to_task(gate, io, std::move(start));
   } catch (...) {

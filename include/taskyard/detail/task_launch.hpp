@@ -62,29 +62,63 @@ namespace taskyard::detail {
 /// if with co_spawn.
 inline constexpr bool launches_directly = TASKYARD_DETAIL_LAUNCH_DIRECT != 0;
 
-/// Owns the task's state for as long as its coroutine frame exists, and says when that ends.
-template <typename T>
+/// A task's factory, the nullary callable that makes its coroutine, on its way from add_task to the
+/// task's frame (in the starter, the start, Asio's operation, the frame). A move leaves it empty,
+/// so that what a move leaves of the callable (a lambda's const captures are copied, not moved)
+/// goes at once rather than with the object moved from, which may outlive the task's end when
+/// another thread runs it.
+template <typename F>
+class coroutine_factory {
+public:
+  static_assert(std::is_nothrow_move_constructible_v<F>,
+                "a callable whose move may throw is boxed first: see App::make_factory");
+
+  explicit coroutine_factory(F&& f) noexcept : f_(std::move(f)) {}
+  coroutine_factory(coroutine_factory&& other) noexcept : f_(std::move(other.f_)) {
+    other.f_.reset();
+  }
+  coroutine_factory(const coroutine_factory&) = delete;
+  coroutine_factory& operator=(const coroutine_factory&) = delete;
+  coroutine_factory& operator=(coroutine_factory&&) = delete;
+  ~coroutine_factory() = default;
+
+  decltype(auto) operator()() { return (*f_)(); }
+  void reset() noexcept { f_.reset(); }
+
+private:
+  std::optional<F> f_;
+};
+
+/// What a task's frame holds of the task: its state and its factory. The factory goes first, then
+/// the state is told that the frame is gone (see task_state_base::frame_destroyed), whether the
+/// frame ends (release) or is destroyed where it is suspended.
+template <typename T, typename F>
 class frame_ref {
 public:
-  explicit frame_ref(std::shared_ptr<task_state<T>> s) noexcept : state_(std::move(s)) {}
+  frame_ref(std::shared_ptr<task_state<T>> s, coroutine_factory<F>&& f) noexcept
+      : state_(std::move(s)), factory_(std::move(f)) {}
   frame_ref(frame_ref&& other) noexcept = default;
   frame_ref(const frame_ref&) = delete;
   frame_ref& operator=(const frame_ref&) = delete;
   frame_ref& operator=(frame_ref&&) = delete;
   ~frame_ref() {
+    factory_.reset();
     if (state_) state_->frame_destroyed();
   }
-  task_state<T>* operator->() const noexcept { return state_.get(); }
 
-  /// Says now that the frame is gone (what is left of it holds nothing of the user's), and hands
-  /// the state over.
+  task_state<T>* operator->() const noexcept { return state_.get(); }
+  decltype(auto) make_coroutine() { return factory_(); }
+
+  /// Ends what the frame holds of the task, as its destruction would, and hands the state over.
   std::shared_ptr<task_state<T>> release() noexcept {
+    factory_.reset();
     state_->frame_destroyed();
     return std::move(state_);
   }
 
 private:
   std::shared_ptr<task_state<T>> state_;
+  coroutine_factory<F> factory_;
 };
 
 /// Settles a task whose coroutine has ended or could not run (`e`), and wakes its waiters: a lone
@@ -98,26 +132,33 @@ void settle_launched(std::shared_ptr<task_state<T>> state, std::exception_ptr e)
   wait_list::complete_detached(woken, wait_list::wake::in_place);
 }
 
-/// The coroutine a task runs in, right under the user's: it runs the coroutine `factory` makes,
+/// Settles a task that could not be launched (`e`: an allocation failed), which never had a frame,
+/// or whose frame is gone.
+template <typename T>
+void settle_unlaunched(std::shared_ptr<task_state<T>> state, std::exception_ptr e) {
+  state->frame_destroyed();
+  settle_launched(std::move(state), std::move(e));
+}
+
+/// The coroutine a task runs in, right under the user's: it runs the coroutine the factory makes,
 /// keeps the factory (and so a lambda's captures) until that has ended, and records the outcome in
 /// the state (see task_state_base::end), classifying a failure where it is caught, which costs
 /// nothing, where finding out from the exception_ptr later would rethrow it.
 ///
 /// `Frame` is awaitable<void> under co_spawn, whose completion handler then settles the task once
 /// this frame is gone. Or it is the entry point of an awaitable thread, and the coroutine settles
-/// the task itself, in the same order: the factory goes, then the frame says it is gone, then the
-/// task is settled with this frame's reference already handed over. Nothing of the user's is left
-/// in the frame then (but `work`, an executor counting outstanding work, kept as long as the
-/// frame).
-template <typename Frame, typename T, typename Factory, typename... Work>
-Frame run_task(frame_ref<T> frame, std::optional<Factory> factory, Work... work) {
+/// the task itself, in the same order: the factory goes, the state is told the frame is gone, and
+/// the task is settled with this frame's reference handed over. Nothing of the user's is left in
+/// the frame then (but `work`, an executor counting outstanding work, kept as long as the frame).
+template <typename Frame, typename T, typename F, typename... Work>
+Frame run_task(frame_ref<T, F> frame, Work... work) {
   std::exception_ptr failure;
   bool aborted = false;
   try {
     if constexpr (std::is_void_v<T>) {
-      co_await (*factory)();
+      co_await frame.make_coroutine();
     } else {
-      frame->set_value(co_await (*factory)());
+      frame->set_value(co_await frame.make_coroutine());
     }
   } catch (const boost::system::system_error& e) {
     aborted = e.code() == boost::asio::error::operation_aborted;
@@ -126,10 +167,8 @@ Frame run_task(frame_ref<T> frame, std::optional<Factory> factory, Work... work)
     failure = std::current_exception();
   }
   frame->end(std::move(failure), aborted);
-  if constexpr (!std::is_same_v<Frame, boost::asio::awaitable<void>>) {
-    factory.reset();
+  if constexpr (!std::is_same_v<Frame, boost::asio::awaitable<void>>)
     settle_launched(frame.release(), nullptr);
-  }
   ((void)work, ...);
 }
 
@@ -138,15 +177,16 @@ Frame run_task(frame_ref<T> frame, std::optional<Factory> factory, Work... work)
 using entry_point = boost::asio::awaitable<boost::asio::detail::awaitable_thread_entry_point,
                                            boost::asio::any_io_executor>;
 
-/// Launches a task's coroutine on `ex`, its executor, with its switch taken, and empties `factory`.
-/// Called on that executor. If the launch cannot be allocated, the task fails with the exception
-/// (std::bad_alloc), as it would had co_spawn been unable to allocate.
-template <typename T, typename Factory>
-void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>> state,
-                std::optional<Factory>& factory) {
+/// Launches a task's coroutine on its executor, with its switch `gate` taken, and takes its
+/// factory. Called on that executor. If the launch cannot be allocated, the task fails with the
+/// exception (std::bad_alloc). If the App gave up on the task meanwhile (its switch is thrown), the
+/// coroutine never runs, as nothing submitted to its executor would.
+template <typename T, typename F>
+void spawn_task(const gate_ref& gate, std::shared_ptr<task_state<T>> state,
+                coroutine_factory<F>& factory) {
   using thread = boost::asio::detail::awaitable_thread<boost::asio::any_io_executor>;
   const boost::asio::cancellation_slot slot = state->cancellation_slot();
-  bool launched = false;
+  std::exception_ptr failure;
   try {
     // The cancellation state goes in the memory the switch's signal kept from the task before.
     const boost::asio::cancellation_state cancellation(slot);
@@ -154,20 +194,22 @@ void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>
     auto work =
         boost::asio::prefer(state->io_executor(), boost::asio::execution::outstanding_work.tracked);
     entry_point entry =
-        run_task<entry_point>(frame_ref<T>(state), std::move(factory), std::move(work));
-    thread t(std::move(entry), boost::asio::any_io_executor(std::move(ex)), slot, cancellation);
-    launched = true;
-    // The frame holds what the task needs; a task that never suspends is settled inside launch(),
-    // by then with no other reference from here, nor what the factory's move left behind.
-    factory.reset();
+        run_task<entry_point>(frame_ref<T, F>(state, std::move(factory)), std::move(work));
+    if (gate.thrown()) return; // the frame goes with `entry`, unrun, and says so
+    const task_state_base::executor_type ex(state->io_executor(), gate);
+    thread t(std::move(entry), boost::asio::any_io_executor(ex), slot, cancellation);
+    // The frame holds the task now: a task that never suspends is settled inside launch(), by
+    // then with no other reference from here.
     state.reset();
+    // What comes out of launch() comes out of the task's run (a waiter resumed in place that
+    // failed), as out of co_spawn's: not a launch failure, and it goes on out of io_context::run.
     t.launch();
+    return;
   } catch (...) {
-    if (launched) throw; // out of the task's own run, as out of co_spawn's: not a launch failure
-    factory.reset();
-    state->frame_destroyed(); // it never had a frame
-    settle_launched(std::move(state), std::current_exception());
+    if (!state) throw;
+    failure = std::current_exception();
   }
+  settle_unlaunched(std::move(state), std::move(failure));
 }
 
 #else // TASKYARD_DETAIL_LAUNCH_DIRECT
@@ -187,18 +229,30 @@ struct task_completion {
     return state->cancellation_slot();
   }
 
-  // Only an allocation failure in co_spawn itself arrives here as e: the task's own exceptions
-  // are caught by run_task.
+  // The task's own exceptions are caught by run_task: `e` is null.
   void operator()(std::exception_ptr e) { settle_launched(std::move(state), std::move(e)); }
 };
 
-/// Spawns a task's coroutine on `ex`, its executor, and empties `factory`. Called on that executor.
-template <typename T, typename Factory>
-void spawn_task(task_state_base::executor_type ex, std::shared_ptr<task_state<T>> state,
-                std::optional<Factory>& factory) {
-  auto coroutine = run_task<boost::asio::awaitable<void>>(frame_ref<T>(state), std::move(factory));
-  factory.reset();
-  boost::asio::co_spawn(std::move(ex), std::move(coroutine), task_completion<T>{std::move(state)});
+/// Spawns a task's coroutine on its executor, with its switch `gate` taken, and takes its factory.
+/// Called on that executor. If the launch cannot be allocated, the task fails with the exception
+/// (std::bad_alloc).
+template <typename T, typename F>
+void spawn_task(const gate_ref& gate, std::shared_ptr<task_state<T>> state,
+                coroutine_factory<F>& factory) {
+  std::exception_ptr failure;
+  try {
+    task_state_base::executor_type ex(state->io_executor(), gate);
+    auto coroutine =
+        run_task<boost::asio::awaitable<void>>(frame_ref<T, F>(state, std::move(factory)));
+    // co_spawn completes a coroutine only after it has suspended, or after one more post: never
+    // inside this call, so whatever comes out of it is a failure to launch (or to post at the end,
+    // once the coroutine has ended, and then its outcome stands: see task_state_base::settle).
+    boost::asio::co_spawn(std::move(ex), std::move(coroutine), task_completion<T>{state});
+    return;
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  settle_unlaunched(std::move(state), std::move(failure));
 }
 
 #endif // TASKYARD_DETAIL_LAUNCH_DIRECT

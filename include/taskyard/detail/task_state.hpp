@@ -249,9 +249,11 @@ public:
   }
 
   /// Called when the task's coroutine frame is destroyed, by whatever path.
+  /// Idempotent: only the first call after begin_running reports.
   void frame_destroyed() noexcept {
     const unsigned before = flags_.fetch_and(~frame_alive, std::memory_order_acq_rel);
-    if ((before & abandoned) != 0 && owner_) owner_->abandoned_frame_destroyed();
+    if ((before & frame_alive) != 0 && (before & abandoned) != 0 && owner_)
+      owner_->abandoned_frame_destroyed();
   }
 
   [[nodiscard]] bool forced() const {
