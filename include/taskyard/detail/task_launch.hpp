@@ -102,8 +102,7 @@ public:
   frame_ref& operator=(const frame_ref&) = delete;
   frame_ref& operator=(frame_ref&&) = delete;
   ~frame_ref() {
-    factory_.reset();
-    if (state_) state_->frame_destroyed();
+    if (state_) let_go();
   }
 
   task_state<T>* operator->() const noexcept { return state_.get(); }
@@ -111,12 +110,17 @@ public:
 
   /// Ends what the frame holds of the task, as its destruction would, and hands the state over.
   std::shared_ptr<task_state<T>> release() noexcept {
-    factory_.reset();
-    state_->frame_destroyed();
+    let_go();
     return std::move(state_);
   }
 
 private:
+  // The one order, whichever way the frame goes: the factory, then the word that it is gone.
+  void let_go() noexcept {
+    factory_.reset();
+    state_->frame_destroyed();
+  }
+
   std::shared_ptr<task_state<T>> state_;
   coroutine_factory<F> factory_;
 };
