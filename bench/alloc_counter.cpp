@@ -136,6 +136,25 @@ std::size_t rss_now() noexcept {
   return static_cast<std::size_t>(resident) * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
 }
 
+bool reset_peak_rss() noexcept {
+  std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (f == nullptr) return false;
+  const bool written = std::fputs("5", f) >= 0;
+  return std::fclose(f) == 0 && written;
+}
+
+std::size_t peak_rss() noexcept {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  unsigned long kib = 0;
+  bool found = false;
+  while (!found && std::fgets(line, sizeof line, f) != nullptr)
+    found = std::sscanf(line, "VmHWM: %lu kB", &kib) == 1;
+  std::fclose(f);
+  return found ? static_cast<std::size_t>(kib) * 1024 : 0;
+}
+
 void trim_heap() noexcept {
   (void)heap_kept;
   malloc_trim(0);

@@ -32,6 +32,13 @@ void reset_peak() noexcept;
 /// The resident set size now, in bytes (from /proc/self/statm).
 std::size_t rss_now() noexcept;
 
+/// Restarts the process's peak resident set size from its resident set size now (by writing 5 to
+/// /proc/self/clear_refs, Linux 4.0 and later). Returns false if the system does not allow it.
+bool reset_peak_rss() noexcept;
+
+/// The process's peak resident set size in bytes (VmHWM in /proc/self/status), or 0 if unknown.
+std::size_t peak_rss() noexcept;
+
 /// Gives freed heap memory back to the system, so that an RSS difference measures live memory.
 void trim_heap() noexcept;
 

@@ -107,6 +107,9 @@ def rows_of(median):
             ns("BM_W6_taskyard"), ns("BM_W6_registry"), "ns/add", None, "—")
         row("W6", "steady state: peak heap (information)", counter("BM_W6_taskyard", "peak_heap_mb"),
             counter("BM_W6_registry", "peak_heap_mb"), "MB", None, "—")
+        if all("peak_rss_mb" in median[n] for n in ("BM_W6_taskyard", "BM_W6_registry")):
+            row("W6", "steady state: peak RSS (information)", counter("BM_W6_taskyard", "peak_rss_mb"),
+                counter("BM_W6_registry", "peak_rss_mb"), "MB", None, "—")
     return rows
 
 
