@@ -190,7 +190,9 @@ with open(os.path.join(a.outdir, "chart.dat"), "w") as f:
         elif "non-throwing" in what:
             label = f"{w} nothrow"
         elif "RSS" in what:
-            label = "W3 RSS"
+            label = f"{w} RSS"
+        elif "peak heap" in what:
+            label = f"{w} heap"
         f.write(f"\"{label}\" {ratio:.6f} {target if target is not None else 'NaN'} {lowest:.6f} {highest:.6f}\n")
 with open(os.path.join(a.outdir, "chart.gp"), "w") as f:
     f.write("""set terminal pngcairo size 1100,560 noenhanced font ',10'
