@@ -481,15 +481,16 @@ public:
   peak_memory() {
     trim_heap();
     heap_before_ = alloc_now().live_bytes;
-    rss_before_ = rss_now();
     rss_known_ = reset_peak_rss();
+    rss_before_ = rss_now(); // after the reset: the peak from here on is at least this
   }
 
   void report(benchmark::State& state) const {
     state.counters["peak_heap_mb"] =
         static_cast<double>(alloc_now().peak_live_bytes - heap_before_) / 1e6;
     if (rss_known_)
-      state.counters["peak_rss_mb"] = static_cast<double>(peak_rss() - rss_before_) / 1e6;
+      state.counters["peak_rss_mb"] =
+          static_cast<double>(std::max(peak_rss(), rss_before_) - rss_before_) / 1e6;
   }
 
 private:
