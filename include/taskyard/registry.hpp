@@ -13,11 +13,11 @@
 #define TASKYARD_REGISTRY_HPP
 
 #include <taskyard/detail/intrusive_list.hpp>
+#include <taskyard/detail/name_hash.hpp>
 #include <taskyard/detail/small_mutex.hpp>
 #include <taskyard/errors.hpp>
 #include <taskyard/task.hpp>
 
-#include <boost/container_hash/hash.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include <cstddef>
@@ -75,7 +75,7 @@ public:
   }
 
   /// The task registered under `name`, if any.
-  [[nodiscard]] std::optional<Task<>> find(std::string_view name) const {
+  [[nodiscard]] TASKYARD_DETAIL_FLATTEN std::optional<Task<>> find(std::string_view name) const {
     std::lock_guard<detail::small_mutex> lock(mutex_);
     auto it = index_.find(name);
     if (it == index_.end()) return std::nullopt;
@@ -162,22 +162,11 @@ private:
     // NOLINTNEXTLINE(google-explicit-constructor): what the hash and the comparison take
     operator std::string_view() const noexcept { return view; }
   };
-  struct name_hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view name) const noexcept {
-      return boost::hash<std::string_view>()(name);
-    }
-  };
-  struct name_equal {
-    using is_transparent = void;
-    bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
-  };
-
   // Open addressing: a lookup among a million names touches the map's metadata, one slot and the
   // state, rather than a bucket, a node and the state. Only ever looked up by key, so that elements
   // moving on rehash does not matter.
   using index_type = boost::unordered_flat_map<name_key, std::shared_ptr<detail::task_state_base>,
-                                               name_hash, name_equal>;
+                                               detail::name_hash, detail::name_equal>;
 
   // What purge() removes is released after the lock, from a vector kept between purges: grown anew
   // for each purge, it would make one large allocation after another, each of which makes glibc

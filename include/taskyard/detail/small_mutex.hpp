@@ -16,6 +16,12 @@
 #include <atomic>
 #include <cstdint>
 
+#if defined(__GNUC__) || defined(__clang__)
+#define TASKYARD_DETAIL_NOINLINE [[gnu::noinline]]
+#else
+#define TASKYARD_DETAIL_NOINLINE
+#endif
+
 namespace taskyard::detail {
 
 /// A non-recursive mutex (Lockable: std::lock_guard and std::unique_lock take it) in one 32-bit
@@ -44,13 +50,17 @@ public:
   }
 
   void unlock() noexcept {
-    if (state_.exchange(unlocked, std::memory_order_release) == contended) state_.notify_one();
+    if (state_.exchange(unlocked, std::memory_order_release) == contended) wake_one();
   }
 
 private:
+  // The slow paths stay out of line, so that a caller that inlines a lock's fast path whole (the
+  // registry's lookup, see name_hash.hpp) does not take the futex calls in with it.
+  TASKYARD_DETAIL_NOINLINE void wake_one() noexcept { state_.notify_one(); }
+
   // Whoever takes the lock from here on takes it marked contended, since it cannot know whether
   // other threads still sleep on it: at worst one unlock makes a system call that wakes nobody.
-  void lock_contended(std::uint32_t seen) noexcept {
+  TASKYARD_DETAIL_NOINLINE void lock_contended(std::uint32_t seen) noexcept {
     if (seen != contended) seen = state_.exchange(contended, std::memory_order_acquire);
     while (seen != unlocked) {
       state_.wait(contended, std::memory_order_relaxed);
