@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
 
 // The lookup is inlined whole (TASKYARD_DETAIL_FLATTEN, on registry::find): called, the hash,
 // the comparison, the unlock and the handle's copy each spill and reload what the lookup holds in
@@ -79,7 +80,7 @@ TASKYARD_DETAIL_ALWAYS_INLINE std::uint64_t fold_multiply(std::uint64_t a,
 /// as its characters.
 struct name_hash {
   using is_transparent = void;
-  using is_avalanching = void; // boost::unordered_flat_map then uses the hash as it is
+  using is_avalanching = std::true_type; // boost::unordered_flat_map then uses it as it is
 
   TASKYARD_DETAIL_ALWAYS_INLINE std::size_t operator()(std::string_view name) const noexcept {
     const char* p = name.data();
