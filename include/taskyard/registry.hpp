@@ -76,6 +76,9 @@ public:
 
   /// The task registered under `name`, if any.
   [[nodiscard]] TASKYARD_DETAIL_FLATTEN std::optional<Task<>> find(std::string_view name) const {
+    // Inlined whole: called, the hash, the comparison, the unlock and the handle's copy each spill
+    // and reload what the lookup holds in registers, and a lookup among a million names took
+    // about a fifth longer (W5 in the README).
     std::lock_guard<detail::small_mutex> lock(mutex_);
     auto it = index_.find(name);
     if (it == index_.end()) return std::nullopt;

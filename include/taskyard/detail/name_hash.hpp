@@ -9,12 +9,12 @@
 // mixes the name four bytes at a time and the flat map mixes its result once more, and
 // std::string_view's comparison calls memcmp.
 //
-// The hash is after wyhash's (Wang Yi's, in the public domain): the name is read as two 64-bit
-// words (overlapping, or 32-bit ones, for names shorter than 16 bytes; 16 bytes a round for longer
-// ones), each folded with a constant by a 64x64->128-bit multiply whose halves are XORed. Its
-// result avalanches, which the name_hash type tells boost::unordered_flat_map, so that the map uses
-// it as it is. It is not keyed: like boost::hash, it is not meant to resist names chosen to
-// collide.
+// The hash is after wyhash's (Wang Yi's, in the public domain). A name of up to 16 bytes is read
+// as two words: two 64-bit ones, overlapping, from 8 bytes; two 32-bit ones from 4; its first,
+// middle and last bytes below that. A longer name is read 16 bytes a round. The words are folded
+// with constants by 64x64->128-bit multiplies whose halves are XORed. The result avalanches, which
+// the name_hash type tells boost::unordered_flat_map, so that the map uses it as it is. It is not
+// keyed: like boost::hash, it is not meant to resist names chosen to collide.
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -22,22 +22,13 @@
 #ifndef TASKYARD_DETAIL_NAME_HASH_HPP
 #define TASKYARD_DETAIL_NAME_HASH_HPP
 
+#include <taskyard/detail/compiler.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
 #include <type_traits>
-
-// The lookup is inlined whole (TASKYARD_DETAIL_FLATTEN, on registry::find): called, the hash,
-// the comparison, the unlock and the handle's copy each spill and reload what the lookup holds in
-// registers, and a lookup among a million names takes a third longer.
-#if defined(__GNUC__) || defined(__clang__)
-#define TASKYARD_DETAIL_ALWAYS_INLINE [[gnu::always_inline]] inline
-#define TASKYARD_DETAIL_FLATTEN [[gnu::flatten]]
-#else
-#define TASKYARD_DETAIL_ALWAYS_INLINE inline
-#define TASKYARD_DETAIL_FLATTEN
-#endif
 
 namespace taskyard::detail {
 

@@ -13,14 +13,10 @@
 #ifndef TASKYARD_DETAIL_SMALL_MUTEX_HPP
 #define TASKYARD_DETAIL_SMALL_MUTEX_HPP
 
+#include <taskyard/detail/compiler.hpp>
+
 #include <atomic>
 #include <cstdint>
-
-#if defined(__GNUC__) || defined(__clang__)
-#define TASKYARD_DETAIL_NOINLINE [[gnu::noinline]]
-#else
-#define TASKYARD_DETAIL_NOINLINE
-#endif
 
 namespace taskyard::detail {
 
@@ -54,8 +50,8 @@ public:
   }
 
 private:
-  // The slow paths stay out of line, so that a caller that inlines a lock's fast path whole (the
-  // registry's lookup, see name_hash.hpp) does not take the futex calls in with it.
+  // The slow paths stay out of line, so that a caller that inlines a lock's fast path whole
+  // (registry::find) does not take the futex calls in with it.
   TASKYARD_DETAIL_NOINLINE void wake_one() noexcept { state_.notify_one(); }
 
   // Whoever takes the lock from here on takes it marked contended, since it cannot know whether
