@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -23,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace asio = boost::asio;
 using taskyard::App;
@@ -633,6 +636,217 @@ TEST_CASE("cancelling the caller of cancel_task abandons its wait: the task stil
     CHECK(cleaned);
     CHECK(slow.cancelled());
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// async_cancel_task: cancel_task for any completion token
+
+namespace {
+
+/// What an async_cancel_task handler was given, whether the task was done when it ran, and
+/// whether it ran on a thread that runs the App's io_context.
+struct cancel_outcome {
+  bool called = false;
+  std::exception_ptr failure;
+  bool found = false;
+  bool task_done = false;
+  bool on_io_thread = false;
+};
+
+/// True if `e` holds an exception of type E.
+template <typename E>
+bool holds(const std::exception_ptr& e) {
+  try {
+    if (e) std::rethrow_exception(e);
+  } catch (const E&) {
+    return true;
+  } catch (...) {}
+  return false;
+}
+
+} // namespace
+
+TEST_CASE("async_cancel_task runs its handler once the task has finished, never inside the call",
+          "[cancel][async]") {
+  App app{"async-cancel"};
+  test::run_app(app, [](App& a) -> asio::awaitable<void> {
+    test::signal completed(a.io_context());
+    Task<> sleeper = a.add_task(test::suspend_forever(), "sleeper");
+    Task<int> done = a.add_task(forty_two(), "done");
+    co_await done.wait();
+
+    int completions = 0;
+    auto record = [&](cancel_outcome& o) {
+      return [&o, &completions, &completed, &a, sleeper](std::exception_ptr e, bool found) {
+        o = {true, e, found, sleeper.done(), a.get_executor().running_in_this_thread()};
+        ++completions;
+        completed.notify();
+      };
+    };
+    cancel_outcome on_sleeper, on_done, on_ghost, on_ignored, on_empty;
+    a.async_cancel_task("sleeper", "bye", taskyard::missing_task::raise, record(on_sleeper));
+    a.async_cancel_task("done", record(on_done));
+    a.async_cancel_task("ghost", record(on_ghost));
+    a.async_cancel_task("ghost", "", taskyard::missing_task::ignore, record(on_ignored));
+    a.async_cancel_task("", record(on_empty));
+    CHECK(completions ==
+          0); // none ran inside its call, not even those that had nothing to wait for
+    for (int i = 0; i < 5; ++i) co_await completed.wait();
+    CHECK(completions == 5);
+    for (const auto* o : {&on_sleeper, &on_done, &on_ghost, &on_ignored, &on_empty})
+      CHECK(o->on_io_thread); // a callback has no executor: the App's io_context runs it
+
+    CHECK(on_sleeper.found);
+    CHECK_FALSE(on_sleeper.failure);
+    CHECK(on_sleeper.task_done);
+    CHECK(sleeper.cancelled());
+    CHECK(sleeper.cancel_message() == "bye");
+
+    CHECK(on_done.found);
+    CHECK_FALSE(on_done.failure);
+    CHECK_FALSE(done.cancelled());
+    CHECK(done.result() == 42);
+
+    CHECK_FALSE(on_ghost.found);
+    CHECK(holds<taskyard::task_not_found>(on_ghost.failure));
+    CHECK(on_ignored.called);
+    CHECK_FALSE(on_ignored.found);
+    CHECK_FALSE(on_ignored.failure);
+    CHECK(holds<taskyard::invalid_task_name>(on_empty.failure));
+  });
+}
+
+TEST_CASE("async_cancel_task started for many tasks at once: each handler runs once its own task "
+          "has finished",
+          "[cancel][async]") {
+  App app{"async-cancel-many"};
+  constexpr int n = 100;
+  int cancelled_when_handled = 0;
+  int completions = 0;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    test::signal all_handled(a.io_context());
+    std::vector<Task<>> tasks;
+    for (int i = 0; i < n; ++i)
+      tasks.push_back(a.add_task(test::suspend_forever(), "task " + std::to_string(i)));
+    co_await test::yield();
+    for (int i = 0; i < n; ++i) {
+      a.async_cancel_task("task " + std::to_string(i), [&, i](std::exception_ptr e, bool found) {
+        if (!e && found && tasks[static_cast<std::size_t>(i)].cancelled()) ++cancelled_when_handled;
+        if (++completions == n) all_handled.notify();
+      });
+    }
+    co_await all_handled.wait();
+  });
+  CHECK(completions == n);
+  CHECK(cancelled_when_handled == n);
+}
+
+TEST_CASE("async_cancel_task takes any completion token: use_future from a foreign thread, "
+          "use_awaitable",
+          "[cancel][async][threads]") {
+  App app{"async-cancel-tokens"};
+  test::signal suspended(app.io_context());
+  auto victim = [&]() -> asio::awaitable<void> {
+    suspended.notify();
+    co_await test::suspend_forever();
+  };
+  bool found = false;
+  bool done_when_found = false;
+  std::string ghost_what;
+  std::string foreign_exception;
+  boost::system::error_code first_error;
+  bool second_found = false;
+  bool second_done = false;
+  Task<> first;
+  Task<> second;
+
+  test::run_app(app,
+                [&](App& a) -> asio::awaitable<void> {
+                  first = a.add_task(victim, "first");
+                  co_await suspended.wait();
+                  std::thread canceller([&] {
+                    try {
+                      auto done = a.async_cancel_task(
+                          "first", "from afar", taskyard::missing_task::raise, asio::use_future);
+                      found = done.get();
+                      done_when_found = first.done();
+                    } catch (const std::exception& e) {
+                      foreign_exception = e.what();
+                    }
+                    try {
+                      a.async_cancel_task("ghost", asio::use_future).get();
+                    } catch (const taskyard::task_not_found& e) {
+                      ghost_what = e.what();
+                    }
+                  });
+                  first_error = co_await test::wait_error(first);
+                  canceller.join();
+
+                  second = a.add_task(victim, "second");
+                  co_await suspended.wait();
+                  second_found = co_await a.async_cancel_task("second", asio::use_awaitable);
+                  second_done = second.done();
+                },
+                {.threads = 2, .handle_signals = false});
+
+  CHECK(foreign_exception.empty());
+  CHECK(found);
+  CHECK(done_when_found);
+  CHECK(first_error == asio::error::operation_aborted);
+  CHECK(first.cancel_message() == "from afar");
+  CHECK_THAT(ghost_what, Catch::Contains("'ghost'"));
+  CHECK(second_found);
+  CHECK(second_done);
+  CHECK(second.cancelled());
+}
+
+TEST_CASE("emitting async_cancel_task's cancellation slot abandons the wait: the task still ends "
+          "cancelled",
+          "[cancel][async][wait]") {
+  App app{"async-cancel-abandon"};
+  test::signal started(app.io_context());
+  test::signal cleaning(app.io_context());
+  test::signal finish_cleanup(app.io_context());
+  test::signal handled(app.io_context());
+  cancel_outcome outcome;
+  boost::system::error_code slow_error;
+  bool cleaned = false;
+  test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    Task<> slow = a.add_task(
+        [&]() -> asio::awaitable<void> {
+          try {
+            started.notify();
+            co_await test::suspend_forever();
+          } catch (const boost::system::system_error&) {}
+          co_await asio::this_coro::reset_cancellation_state();
+          cleaning.notify();
+          co_await finish_cleanup.wait();
+          cleaned = true;
+        },
+        "slow");
+    co_await started.wait();
+
+    asio::cancellation_signal stop_waiting;
+    a.async_cancel_task(
+        "slow",
+        asio::bind_cancellation_slot(stop_waiting.slot(), [&](std::exception_ptr e, bool found) {
+          outcome = {true, e, found, slow.done(), a.get_executor().running_in_this_thread()};
+          handled.notify();
+        }));
+    co_await cleaning.wait(); // cancelled, and cleaning up
+    stop_waiting.emit(asio::cancellation_type::terminal);
+    co_await handled.wait();
+    CHECK(test::is_aborted(outcome.failure));
+    CHECK(outcome.found);
+    CHECK_FALSE(outcome.task_done);
+    CHECK(outcome.on_io_thread);
+
+    finish_cleanup.notify();
+    slow_error = co_await test::wait_error(slow);
+    CHECK(slow.cancelled());
+  });
+  CHECK(cleaned);
+  CHECK(slow_error == asio::error::operation_aborted);
 }
 
 TEST_CASE("a task that fails while handling its cancellation is failed: cancel_task does not "

@@ -31,6 +31,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -215,10 +216,42 @@ public:
   /// Cancelling the caller abandons the wait (it sees operation_aborted); the task stays cancelled.
   boost::asio::awaitable<bool> cancel_task(std::string name, std::string message = {},
                                            missing_task on_missing = missing_task::raise) {
+    // use_awaitable starts the operation once the caller has suspended: it may complete in place.
     return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
                                        void(std::exception_ptr, bool)>(
-        cancel_task_initiation{core_, std::move(name), std::move(message), on_missing},
+        cancel_task_initiation{core_, std::move(name), std::move(message), on_missing, true},
         boost::asio::use_awaitable);
+  }
+
+  /// cancel_task as an Asio asynchronous operation, for any completion token: a callback,
+  /// asio::detached, asio::use_future, asio::deferred, asio::use_awaitable... Its signature is
+  /// `void(std::exception_ptr, bool)`, as co_spawn's: the failure (task_not_found,
+  /// invalid_task_name, or a system_error with operation_aborted if the wait was cancelled), and
+  /// whether a task was registered under the name. The same contract as cancel_task: the handler
+  /// runs once the task has finished.
+  ///
+  /// What it adds to cancel_task is that the caller need not wait: to cancel many tasks, start an
+  /// operation for each, and the cancellations reach them all in one pass of the io_context rather
+  /// than one task after another.
+  ///
+  /// As every Asio operation, it never runs the handler inside this call: the handler runs on its
+  /// associated executor (by default the App's io_context), which it keeps busy until then.
+  /// Emitting the handler's associated cancellation slot abandons the wait (terminal, partial or
+  /// total): the handler gets operation_aborted and the task stays cancelled. Thread-safe.
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(std::exception_ptr, bool)) CompletionToken>
+  auto async_cancel_task(std::string name, std::string message, missing_task on_missing,
+                         CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(std::exception_ptr, bool)>(
+        cancel_task_initiation{core_, std::move(name), std::move(message), on_missing, false},
+        token);
+  }
+
+  /// async_cancel_task with no message, throwing task_not_found (in the handler) if no task is
+  /// registered under the name.
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(std::exception_ptr, bool)) CompletionToken>
+  auto async_cancel_task(std::string name, CompletionToken&& token) {
+    return async_cancel_task(std::move(name), {}, missing_task::raise,
+                             std::forward<CompletionToken>(token));
   }
 
   /// Removes every finished (succeeded, failed or cancelled) task from the registry and returns how
@@ -504,17 +537,19 @@ private:
   // core, which outlives it, is touched.
 
   /// Completes cancel_task's handler once the cancelled task has finished, or with
-  /// operation_aborted if the caller is cancelled first; with the handler's executor and
-  /// cancellation slot, which the wait uses. Keeps the task's state, whose mutex the wait's
-  /// cancellation handler takes, alive until the wait has completed.
+  /// operation_aborted if the caller is cancelled first; with the handler's executor (or else the
+  /// io_context's) and cancellation slot, which the wait uses. Keeps the task's state, whose mutex
+  /// the wait's cancellation handler takes, alive until the wait has completed.
   template <typename Handler>
   struct finished_waiter {
     Handler handler;
     std::shared_ptr<detail::task_state_base> task;
+    boost::asio::io_context::executor_type fallback; // for a handler without an executor
 
-    using executor_type = boost::asio::associated_executor_t<Handler>;
+    using executor_type =
+        boost::asio::associated_executor_t<Handler, boost::asio::io_context::executor_type>;
     executor_type get_executor() const noexcept {
-      return boost::asio::get_associated_executor(handler);
+      return boost::asio::get_associated_executor(handler, fallback);
     }
     using cancellation_slot_type = boost::asio::associated_cancellation_slot_t<Handler>;
     cancellation_slot_type get_cancellation_slot() const noexcept {
@@ -530,14 +565,16 @@ private:
     }
   };
 
-  /// What cancel_task does once awaited: an operation rather than a coroutine of its own, so that
-  /// awaiting it makes one coroutine frame (use_awaitable's) where a coroutine would add another.
-  /// Completes with the failure to throw, if any, and whether a task was found.
+  /// What cancel_task does once awaited, and async_cancel_task once called: an operation rather
+  /// than a coroutine of its own, so that awaiting it makes one coroutine frame (use_awaitable's)
+  /// where a coroutine would add another. Completes with the failure to throw, if any, and whether
+  /// a task was found.
   struct cancel_task_initiation {
     std::shared_ptr<detail::app_core> core;
     std::string name;
     std::string message;
     missing_task on_missing;
+    bool caller_suspended; // the handler may run inside the initiation (see cancel_task)
 
     template <typename Handler>
     void operator()(Handler handler) {
@@ -559,16 +596,22 @@ private:
       if (unfinished) {
         // Outside the try: the handler is moved into the wait, whatever the wait throws.
         auto& state = *unfinished;
-        state.async_wait_finished(
-            finished_waiter<Handler>{std::move(handler), std::move(unfinished)});
+        state.async_wait_finished(finished_waiter<Handler>{
+            std::move(handler), std::move(unfinished), core->ioc.get_executor()});
         return;
       }
-      // Done at once: the caller resumes in place, as it did when cancel_task was a coroutine, but
-      // within a bound, since a loop of such calls would resume it ever deeper on the stack. This
-      // initiation lives in the frame that resumption destroys: nothing of it is used after.
+      // Done at once. cancel_task's caller resumes in place, as it did when cancel_task was a
+      // coroutine, but within a bound, since a loop of such calls would resume it ever deeper on
+      // the stack. This initiation lives in the frame that resumption destroys: nothing of it is
+      // used after. Any other handler is posted, as Asio's rules for an operation require.
       auto ex = boost::asio::get_associated_executor(handler, core->ioc.get_executor());
-      detail::wait_list::dispatch_bounded(
-          ex, [h = std::move(handler), failure, found]() mutable { std::move(h)(failure, found); });
+      auto complete = [h = std::move(handler), failure, found]() mutable {
+        std::move(h)(failure, found);
+      };
+      if (caller_suspended)
+        detail::wait_list::dispatch_bounded(ex, std::move(complete));
+      else
+        boost::asio::post(ex, std::move(complete));
     }
   };
 
