@@ -397,16 +397,35 @@ void BM_W3_co_spawn_signal(benchmark::State& state) {
 
 // ------------------------------------------------------------------------------------------------
 // W4: cancelling suspended named tasks, until each has finished
+//
+// Two ways, each against the hand-written registry doing the same: all at once (every cancellation
+// started, then the io_context run until every task has ended), and one task after another (each
+// cancellation awaited, so that it has ended before the next starts).
 
-asio::awaitable<void> cancel_all(taskyard::App& app, const std::vector<std::string>& names) {
-  for (const auto& name : names) co_await app.cancel_task(name);
+/// Awaits cancel_task for every name in turn; counts those that found their task.
+asio::awaitable<void> cancel_one_by_one(taskyard::App& app, const std::vector<std::string>& names,
+                                        std::size_t& cancelled) {
+  for (const auto& name : names)
+    if (co_await app.cancel_task(name)) ++cancelled;
 }
 
-template <asio::awaitable<void> (*Task)()>
+/// Starts an async_cancel_task for every name; counts the handlers that saw their task found and
+/// cancelled without a failure.
+void cancel_all_at_once(taskyard::App& app, const std::vector<std::string>& names,
+                        std::size_t& cancelled) {
+  for (const auto& name : names) {
+    app.async_cancel_task(name, [&cancelled](std::exception_ptr e, bool found) {
+      if (!e && found) ++cancelled;
+    });
+  }
+}
+
+template <asio::awaitable<void> (*Task)(), bool one_by_one>
 void W4_taskyard(benchmark::State& state) {
   started_app s;
   const auto names = make_names(batch);
   std::size_t expected = 0;
+  std::size_t cancelled = 0;
   ended = 0;
   alloc_meter meter(state, batch);
   for (auto _ : state) {
@@ -414,7 +433,11 @@ void W4_taskyard(benchmark::State& state) {
     for (const auto& name : names) s.app.add_task(Task(), name);
     drain(s.ioc);
     state.ResumeTiming();
-    asio::co_spawn(s.ioc, cancel_all(s.app, names), asio::detached);
+    if constexpr (one_by_one) {
+      asio::co_spawn(s.ioc, cancel_one_by_one(s.app, names, cancelled), asio::detached);
+    } else {
+      cancel_all_at_once(s.app, names, cancelled);
+    }
     drain(s.ioc);
     state.PauseTiming();
     s.app.purge_tasks();
@@ -423,15 +446,15 @@ void W4_taskyard(benchmark::State& state) {
   }
   meter.finish();
   expect_ended(state, expected);
+  if (cancelled != expected) state.SkipWithError("not every cancellation completed");
 }
 
-asio::awaitable<void> cancel_and_wait_all(hand_registry& r, const std::vector<std::string>& names) {
+asio::awaitable<void> cancel_and_wait_one_by_one(hand_registry& r,
+                                                 const std::vector<std::string>& names) {
   for (const auto& name : names) co_await r.cancel_and_wait(name);
 }
 
-// With `waiting`, for information: the hand-written registry with cancel_task's contract (cancel,
-// then wait until the task has ended), one task at a time as cancel_all does.
-template <asio::awaitable<void> (*Task)(), bool waiting = false>
+template <asio::awaitable<void> (*Task)(), bool one_by_one>
 void W4_registry(benchmark::State& state) {
   asio::io_context ioc{1};
   hand_registry r{ioc, {}, {}};
@@ -444,8 +467,8 @@ void W4_registry(benchmark::State& state) {
     for (const auto& name : names) r.add(name, Task());
     drain(ioc);
     state.ResumeTiming();
-    if constexpr (waiting)
-      asio::co_spawn(ioc, cancel_and_wait_all(r, names), asio::detached);
+    if constexpr (one_by_one)
+      asio::co_spawn(ioc, cancel_and_wait_one_by_one(r, names), asio::detached);
     else
       for (const auto& name : names) r.cancel(name);
     drain(ioc);
@@ -458,12 +481,16 @@ void W4_registry(benchmark::State& state) {
   expect_ended(state, expected);
 }
 
-void BM_W4_taskyard(benchmark::State& state) { W4_taskyard<sleeper>(state); }
-void BM_W4_registry(benchmark::State& state) { W4_registry<sleeper>(state); }
-void BM_W4_registry_waiting(benchmark::State& state) { W4_registry<sleeper, true>(state); }
-void BM_W4nothrow_taskyard(benchmark::State& state) { W4_taskyard<quiet_sleeper>(state); }
-void BM_W4nothrow_registry(benchmark::State& state) { W4_registry<quiet_sleeper>(state); }
-void BM_W4nothrow_registry_waiting(benchmark::State& state) {
+void BM_W4_taskyard(benchmark::State& state) { W4_taskyard<sleeper, false>(state); }
+void BM_W4_registry(benchmark::State& state) { W4_registry<sleeper, false>(state); }
+void BM_W4nothrow_taskyard(benchmark::State& state) { W4_taskyard<quiet_sleeper, false>(state); }
+void BM_W4nothrow_registry(benchmark::State& state) { W4_registry<quiet_sleeper, false>(state); }
+void BM_W4_taskyard_one_by_one(benchmark::State& state) { W4_taskyard<sleeper, true>(state); }
+void BM_W4_registry_one_by_one(benchmark::State& state) { W4_registry<sleeper, true>(state); }
+void BM_W4nothrow_taskyard_one_by_one(benchmark::State& state) {
+  W4_taskyard<quiet_sleeper, true>(state);
+}
+void BM_W4nothrow_registry_one_by_one(benchmark::State& state) {
   W4_registry<quiet_sleeper, true>(state);
 }
 
@@ -622,10 +649,12 @@ BENCHMARK(BM_W3_taskyard)->Iterations(3);
 BENCHMARK(BM_W3_co_spawn_signal)->Iterations(3);
 BENCHMARK(BM_W4_taskyard);
 BENCHMARK(BM_W4_registry);
-BENCHMARK(BM_W4_registry_waiting);
 BENCHMARK(BM_W4nothrow_taskyard);
 BENCHMARK(BM_W4nothrow_registry);
-BENCHMARK(BM_W4nothrow_registry_waiting);
+BENCHMARK(BM_W4_taskyard_one_by_one);
+BENCHMARK(BM_W4_registry_one_by_one);
+BENCHMARK(BM_W4nothrow_taskyard_one_by_one);
+BENCHMARK(BM_W4nothrow_registry_one_by_one);
 BENCHMARK(BM_W6_taskyard)->Iterations(200000);
 BENCHMARK(BM_W6_registry)->Iterations(200000);
 BENCHMARK(BM_W5_taskyard)->Iterations(2000);
