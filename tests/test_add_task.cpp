@@ -163,8 +163,8 @@ TEST_CASE("when a waiter resumes, its task's captures are gone, and with the las
   CHECK(results_without_handle == 0);
 }
 
-TEST_CASE("a callable whose move may throw is never moved on its task's way: copied, it runs; "
-          "moved, add_task throws and adds nothing",
+TEST_CASE("a callable whose move may throw is never moved on its task's way: copied, it runs, "
+          "and moved, add_task throws and adds nothing",
           "[add_task]") {
   App app{"throwing-move"};
   int moves = 0;
