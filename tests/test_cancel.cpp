@@ -7,11 +7,14 @@
 #include <catch2/catch.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/system/system_error.hpp>
@@ -672,29 +675,40 @@ TEST_CASE("async_cancel_task runs its handler once the task has finished, never 
   test::run_app(app, [](App& a) -> asio::awaitable<void> {
     test::signal completed(a.io_context());
     Task<> sleeper = a.add_task(test::suspend_forever(), "sleeper");
+    Task<> other = a.add_task(test::suspend_forever(), "other");
     Task<int> done = a.add_task(forty_two(), "done");
     co_await done.wait();
 
     int completions = 0;
-    auto record = [&](cancel_outcome& o) {
-      return [&o, &completions, &completed, &a, sleeper](std::exception_ptr e, bool found) {
-        o = {true, e, found, sleeper.done(), a.get_executor().running_in_this_thread()};
+    // `on`: the executor the handler is expected to run on.
+    auto record = [&](cancel_outcome& o, Task<> t, auto on) {
+      return [&o, &completions, &completed, t, on](std::exception_ptr e, bool found) {
+        o = {true, e, found, t.done(), on.running_in_this_thread()};
         ++completions;
         completed.notify();
       };
     };
-    cancel_outcome on_sleeper, on_done, on_ghost, on_ignored, on_empty;
-    a.async_cancel_task("sleeper", "bye", taskyard::missing_task::raise, record(on_sleeper));
-    a.async_cancel_task("done", record(on_done));
-    a.async_cancel_task("ghost", record(on_ghost));
-    a.async_cancel_task("ghost", "", taskyard::missing_task::ignore, record(on_ignored));
-    a.async_cancel_task("", record(on_empty));
+    const auto io = a.get_executor();
+    cancel_outcome on_sleeper, on_done, on_ghost, on_ignored, on_empty, on_other, on_ghost_strand;
+    a.async_cancel_task("sleeper", "bye", taskyard::missing_task::raise,
+                        record(on_sleeper, sleeper, io));
+    a.async_cancel_task("done", record(on_done, done, io));
+    a.async_cancel_task("ghost", record(on_ghost, sleeper, io));
+    a.async_cancel_task("ghost", "", taskyard::missing_task::ignore,
+                        record(on_ignored, sleeper, io));
+    a.async_cancel_task("", record(on_empty, sleeper, io));
+    // A handler with an executor of its own runs there, whether it waits or not.
+    auto strand = asio::make_strand(a.io_context());
+    a.async_cancel_task("other", asio::bind_executor(strand, record(on_other, other, strand)));
+    a.async_cancel_task("ghost",
+                        asio::bind_executor(strand, record(on_ghost_strand, other, strand)));
     CHECK(completions ==
           0); // none ran inside its call, not even those that had nothing to wait for
-    for (int i = 0; i < 5; ++i) co_await completed.wait();
-    CHECK(completions == 5);
-    for (const auto* o : {&on_sleeper, &on_done, &on_ghost, &on_ignored, &on_empty})
-      CHECK(o->on_io_thread); // a callback has no executor: the App's io_context runs it
+    for (int i = 0; i < 7; ++i) co_await completed.wait();
+    CHECK(completions == 7);
+    for (const auto* o :
+         {&on_sleeper, &on_done, &on_ghost, &on_ignored, &on_empty, &on_other, &on_ghost_strand})
+      CHECK(o->on_io_thread); // on the App's io_context unless the handler has an executor
 
     CHECK(on_sleeper.found);
     CHECK_FALSE(on_sleeper.failure);
@@ -713,22 +727,34 @@ TEST_CASE("async_cancel_task runs its handler once the task has finished, never 
     CHECK_FALSE(on_ignored.found);
     CHECK_FALSE(on_ignored.failure);
     CHECK(holds<taskyard::invalid_task_name>(on_empty.failure));
+
+    CHECK(on_other.found);
+    CHECK(on_other.task_done);
+    CHECK(other.cancelled());
+    CHECK(holds<taskyard::task_not_found>(on_ghost_strand.failure));
   });
 }
 
-TEST_CASE("async_cancel_task started for many tasks at once: each handler runs once its own task "
-          "has finished",
+TEST_CASE("async_cancel_task started for many running tasks at once: each handler runs once its "
+          "own task has finished",
           "[cancel][async]") {
   App app{"async-cancel-many"};
   constexpr int n = 100;
   int cancelled_when_handled = 0;
   int completions = 0;
   test::run_app(app, [&](App& a) -> asio::awaitable<void> {
+    test::signal started(a.io_context());
     test::signal all_handled(a.io_context());
     std::vector<Task<>> tasks;
-    for (int i = 0; i < n; ++i)
-      tasks.push_back(a.add_task(test::suspend_forever(), "task " + std::to_string(i)));
-    co_await test::yield();
+    for (int i = 0; i < n; ++i) {
+      tasks.push_back(a.add_task(
+          [&]() -> asio::awaitable<void> {
+            started.notify();
+            co_await test::suspend_forever();
+          },
+          "task " + std::to_string(i)));
+    }
+    for (int i = 0; i < n; ++i) co_await started.wait();
     for (int i = 0; i < n; ++i) {
       a.async_cancel_task("task " + std::to_string(i), [&, i](std::exception_ptr e, bool found) {
         if (!e && found && tasks[static_cast<std::size_t>(i)].cancelled()) ++cancelled_when_handled;
@@ -742,7 +768,7 @@ TEST_CASE("async_cancel_task started for many tasks at once: each handler runs o
 }
 
 TEST_CASE("async_cancel_task takes any completion token: use_future from a foreign thread, "
-          "use_awaitable",
+          "use_awaitable, deferred, detached",
           "[cancel][async][threads]") {
   App app{"async-cancel-tokens"};
   test::signal suspended(app.io_context());
@@ -757,8 +783,10 @@ TEST_CASE("async_cancel_task takes any completion token: use_future from a forei
   boost::system::error_code first_error;
   bool second_found = false;
   bool second_done = false;
-  Task<> first;
-  Task<> second;
+  std::string third_message_before;
+  bool third_found = false;
+  boost::system::error_code fourth_error;
+  Task<> first, second, third, fourth;
 
   test::run_app(app,
                 [&](App& a) -> asio::awaitable<void> {
@@ -786,6 +814,20 @@ TEST_CASE("async_cancel_task takes any completion token: use_future from a forei
                   co_await suspended.wait();
                   second_found = co_await a.async_cancel_task("second", asio::use_awaitable);
                   second_done = second.done();
+
+                  // deferred: nothing happens until the operation is started.
+                  third = a.add_task(victim, "third");
+                  co_await suspended.wait();
+                  auto op = a.async_cancel_task("third", "late", taskyard::missing_task::raise,
+                                                asio::deferred);
+                  co_await test::yield();
+                  third_message_before = third.cancel_message();
+                  third_found = co_await std::move(op)(asio::use_awaitable);
+
+                  fourth = a.add_task(victim, "fourth");
+                  co_await suspended.wait();
+                  a.async_cancel_task("fourth", asio::detached);
+                  fourth_error = co_await test::wait_error(fourth);
                 },
                 {.threads = 2, .handle_signals = false});
 
@@ -798,11 +840,21 @@ TEST_CASE("async_cancel_task takes any completion token: use_future from a forei
   CHECK(second_found);
   CHECK(second_done);
   CHECK(second.cancelled());
+  CHECK(third_message_before.empty());
+  CHECK(third_found);
+  CHECK(third.cancelled());
+  CHECK(third.cancel_message() == "late");
+  CHECK(fourth_error == asio::error::operation_aborted);
+  CHECK(fourth.cancelled());
 }
 
-TEST_CASE("emitting async_cancel_task's cancellation slot abandons the wait: the task still ends "
-          "cancelled",
+TEST_CASE("async_cancel_task's cancellation slot: terminal or partial abandons the wait, total "
+          "does nothing, and the task ends cancelled either way",
           "[cancel][async][wait]") {
+  const auto type = GENERATE(asio::cancellation_type::terminal, asio::cancellation_type::partial,
+                             asio::cancellation_type::total);
+  CAPTURE(static_cast<unsigned>(type));
+  const bool abandons = type != asio::cancellation_type::total;
   App app{"async-cancel-abandon"};
   test::signal started(app.io_context());
   test::signal cleaning(app.io_context());
@@ -834,14 +886,17 @@ TEST_CASE("emitting async_cancel_task's cancellation slot abandons the wait: the
           handled.notify();
         }));
     co_await cleaning.wait(); // cancelled, and cleaning up
-    stop_waiting.emit(asio::cancellation_type::terminal);
+    stop_waiting.emit(type);
+    // Were the wait still pending (total, or a slot not honoured), it would now end with the task,
+    // after the abandoned wait's completion, which the emission has queued already.
+    finish_cleanup.notify();
     co_await handled.wait();
-    CHECK(test::is_aborted(outcome.failure));
+    CHECK((outcome.failure == nullptr) == !abandons);
+    if (outcome.failure) CHECK(test::is_aborted(outcome.failure));
     CHECK(outcome.found);
-    CHECK_FALSE(outcome.task_done);
+    CHECK(outcome.task_done == !abandons);
     CHECK(outcome.on_io_thread);
 
-    finish_cleanup.notify();
     slow_error = co_await test::wait_error(slow);
     CHECK(slow.cancelled());
   });

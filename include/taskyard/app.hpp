@@ -236,8 +236,11 @@ public:
   ///
   /// As every Asio operation, it never runs the handler inside this call: the handler runs on its
   /// associated executor (by default the App's io_context), which it keeps busy until then.
-  /// Emitting the handler's associated cancellation slot abandons the wait (terminal, partial or
-  /// total): the handler gets operation_aborted and the task stays cancelled. Thread-safe.
+  /// Emitting the handler's associated cancellation slot, on that executor, abandons the wait: the
+  /// handler gets operation_aborted and the task stays cancelled. Terminal and partial
+  /// cancellation do so; total does nothing, since the task's cancellation cannot be undone. The
+  /// handler's associated allocator is not used: the wait comes from taskyard's block cache.
+  /// Thread-safe.
   template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(std::exception_ptr, bool)) CompletionToken>
   auto async_cancel_task(std::string name, std::string message, missing_task on_missing,
                          CompletionToken&& token) {
@@ -555,6 +558,9 @@ private:
     cancellation_slot_type get_cancellation_slot() const noexcept {
       return boost::asio::get_associated_cancellation_slot(handler);
     }
+    // Not total: the task's cancellation, requested before the wait, stands.
+    static constexpr boost::asio::cancellation_type_t accepted_cancellation =
+        boost::asio::cancellation_type::terminal | boost::asio::cancellation_type::partial;
 
     void operator()(boost::system::error_code ec) {
       // The wait's cancellation handler is gone: the state goes first, so that the caller, which

@@ -8,9 +8,10 @@
 //
 // Each wait is an Asio asynchronous operation: it keeps its executor's work alive, completes on the
 // handler's associated executor, and supports per-operation cancellation through the handler's
-// associated cancellation slot (terminal, partial and total), in which case it completes with
-// asio::error::operation_aborted. A completion is posted, never run inside the call that completed
-// it, unless the completer asks for wake::in_place (see there).
+// associated cancellation slot (terminal, partial and total, or those the handler accepts: see
+// accepted_cancellation), in which case it completes with asio::error::operation_aborted. A
+// completion is posted, never run inside the call that completed it, unless the completer asks for
+// wake::in_place (see there).
 //
 // Distributed under the Boost Software License, Version 1.0. (See LICENSE.)
 //
@@ -24,6 +25,7 @@
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -36,6 +38,20 @@
 #include <utility>
 
 namespace taskyard::detail {
+
+/// The cancellation types on which a wait for `Handler` completes early: terminal, partial and
+/// total, unless the handler names others in a static member `accepted_cancellation`. A wait that
+/// some effect came before (cancel_task's, after its cancellation request) cannot honour total
+/// cancellation, which promises that the operation had no effect.
+template <typename Handler>
+constexpr boost::asio::cancellation_type_t accepted_cancellation() {
+  if constexpr (requires { Handler::accepted_cancellation; }) {
+    return Handler::accepted_cancellation;
+  } else {
+    using ct = boost::asio::cancellation_type;
+    return ct::terminal | ct::partial | ct::total;
+  }
+}
 
 class wait_list {
 public:
@@ -211,7 +227,7 @@ private:
       waiter* self;
       void operator()(boost::asio::cancellation_type_t type) const {
         using ct = boost::asio::cancellation_type;
-        if ((type & (ct::terminal | ct::partial | ct::total)) == ct::none) return;
+        if ((type & accepted_cancellation<Handler>()) == ct::none) return;
         {
           // The mutex outlives the list (an event's list goes once it is dispatched), and the list
           // is alive for as long as the node is linked in it.
