@@ -647,13 +647,13 @@ TEST_CASE("cancelling the caller of cancel_task abandons its wait: the task stil
 namespace {
 
 /// What an async_cancel_task handler was given, whether the task was done when it ran, and
-/// whether it ran on a thread that runs the App's io_context.
+/// whether it ran on the executor expected for it.
 struct cancel_outcome {
   bool called = false;
   std::exception_ptr failure;
   bool found = false;
   bool task_done = false;
-  bool on_io_thread = false;
+  bool on_expected_executor = false;
 };
 
 /// True if `e` holds an exception of type E.
@@ -702,13 +702,13 @@ TEST_CASE("async_cancel_task runs its handler once the task has finished, never 
     a.async_cancel_task("other", asio::bind_executor(strand, record(on_other, other, strand)));
     a.async_cancel_task("ghost",
                         asio::bind_executor(strand, record(on_ghost_strand, other, strand)));
-    CHECK(completions ==
-          0); // none ran inside its call, not even those that had nothing to wait for
+    // None ran inside its call, not even those that had nothing to wait for.
+    CHECK(completions == 0);
     for (int i = 0; i < 7; ++i) co_await completed.wait();
     CHECK(completions == 7);
     for (const auto* o :
          {&on_sleeper, &on_done, &on_ghost, &on_ignored, &on_empty, &on_other, &on_ghost_strand})
-      CHECK(o->on_io_thread); // on the App's io_context unless the handler has an executor
+      CHECK(o->on_expected_executor); // the App's io_context, unless the handler has an executor
 
     CHECK(on_sleeper.found);
     CHECK_FALSE(on_sleeper.failure);
@@ -895,7 +895,7 @@ TEST_CASE("async_cancel_task's cancellation slot: terminal or partial abandons t
     if (outcome.failure) CHECK(test::is_aborted(outcome.failure));
     CHECK(outcome.found);
     CHECK(outcome.task_done == !abandons);
-    CHECK(outcome.on_io_thread);
+    CHECK(outcome.on_expected_executor);
 
     slow_error = co_await test::wait_error(slow);
     CHECK(slow.cancelled());
