@@ -12,6 +12,7 @@
 #ifndef TASKYARD_REGISTRY_HPP
 #define TASKYARD_REGISTRY_HPP
 
+#include <taskyard/detail/compiler.hpp>
 #include <taskyard/detail/intrusive_list.hpp>
 #include <taskyard/detail/name_hash.hpp>
 #include <taskyard/detail/small_mutex.hpp>
